@@ -1,0 +1,35 @@
+# The two commands: `make run` and `make test`. Nothing needed beyond Python >= 3.11.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint typecheck schema clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "trailseal needs Python 3.11 or newer"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/trailseal serve --demo
+
+test: $(VENV)/.installed lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+# Regenerate the committed JSON Schema after changing trailseal.model.
+schema: $(VENV)/.installed
+	$(BIN)/python -m trailseal.schema > schema/event-v1.schema.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,21 @@
+"""The ``trailseal`` command line: one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from trailseal.cli import admin, service
+
+app = typer.Typer(
+    name="trailseal",
+    help="trailseal: a self-hosted, tamper-evident audit log.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+service.register(app)
+admin.register(app)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,106 @@
+"""``trailseal serve`` and ``trailseal sequencer``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Annotated
+
+import psycopg
+import typer
+import uvicorn
+from psycopg import AsyncConnection
+
+from trailseal.cli.common import DataDir, console, fail, runtime, settings
+from trailseal.demo import seed
+from trailseal.errors import TrailsealError
+from trailseal.sequencer import Sequencer
+from trailseal.store import create_pool
+from trailseal.store.migrate import check
+from trailseal.web.app import create_app
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("sequencer")(sequencer)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    data_dir: DataDir = None,
+    demo: Annotated[bool, typer.Option(help="Create a demo tenant, key and events")] = False,
+) -> None:
+    """Run the API and the sequencer in one process. Without TRAILSEAL_DATABASE_URL an
+    embedded PostgreSQL is started in the data directory."""
+    values = settings(data_dir)
+    target = runtime(values)
+    try:
+        if not target.embedded:
+            check(target.database_url)
+        if demo:
+            key = asyncio.run(_seed(target.database_url))
+            _announce_demo(host, port, key.token)
+    except (TrailsealError, psycopg.Error) as exc:
+        raise fail(str(exc)) from None
+    app = create_app(values, target.database_url, target.cursor_key)
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+
+
+async def _seed(url: str):  # type: ignore[no-untyped-def]
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return await seed(conn)
+
+
+def _announce_demo(host: str, port: int, token: str) -> None:
+    base = f"http://{host}:{port}"
+    console.print("[bold]demo tenant[/bold] demo, key with scopes ingest,read,export,admin:")
+    print(f"  TOKEN={token}")
+    console.print("try:", style="bold")
+    print(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {base}/v1/events | python3 -m json.tool")
+    print(
+        f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"'{base}/v1/events?wait=sequenced' -d '{{\"actor\": {{\"type\": \"user\", \"id\": "
+        f"\"u_1\"}}, \"action\": \"user.login.succeeded\", \"target\": {{\"type\": \"user\", "
+        f"\"id\": \"u_1\"}}}}'"
+    )
+    print(f"  open {base}/docs")
+
+
+def sequencer(
+    data_dir: DataDir = None,
+    once: Annotated[bool, typer.Option(help="Sequence what is waiting, then exit")] = False,
+) -> None:
+    """Run a standalone sequencer. Several may run at once: each tenant is sequenced by one
+    of them at a time."""
+    values = settings(data_dir)
+    target = runtime(values)
+    try:
+        if not target.embedded:
+            check(target.database_url)
+        total = asyncio.run(_sequence(target.database_url, values, once))
+    except (TrailsealError, psycopg.Error) as exc:
+        raise fail(str(exc)) from None
+    if once:
+        console.print(f"sequenced {total} event(s)")
+
+
+async def _sequence(url: str, values, once: bool) -> int:  # type: ignore[no-untyped-def]
+    pool = create_pool(url, min_size=1, max_size=2)
+    await pool.open(wait=True)
+    try:
+        worker = Sequencer(
+            pool, batch_size=values.sequencer_batch_size, idle_seconds=values.sequencer_idle_seconds
+        )
+        if once:
+            return await worker.run_once()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+        return 0
+    finally:
+        await pool.close()

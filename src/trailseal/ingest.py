@@ -1,0 +1,292 @@
+"""Ingest: parse, validate, canonicalise, dedupe and write events to the inbox.
+
+The whole request is checked before anything is written, and written in one statement:
+a batch is accepted whole or not at all. Each event's canonical bytes (RFC 8785) and
+leaf hash are computed here, in the API process, so the sequencer only orders and chains.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from psycopg import AsyncConnection
+
+from trailseal.errors import BadJSON, FieldProblem, InvalidInput
+from trailseal.integrity import CanonicalizationError, canonicalize, leaf_hash
+from trailseal.model import FUTURE_TOLERANCE, MAX_CANONICAL_BYTES, EventV1, stored_document, uuid7
+from trailseal.store import Role, scoped
+
+MAX_BATCH_EVENTS = 1000
+MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class TooLarge(InvalidInput):
+    """A request past the batch limits (answered with 413)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One valid event, ready for the inbox."""
+
+    id: uuid.UUID
+    document: dict[str, Any]
+    canonical: bytes
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Ids written now, and ids this tenant already had (in request order)."""
+
+    accepted: list[uuid.UUID]
+    duplicates: list[uuid.UUID]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate object key {key!r}")
+            seen.add(key)
+    return result
+
+
+def parse_body(raw: bytes) -> list[Any]:
+    """The events of a request body: one event object, or ``{"events": [...]}``.
+
+    Raises ``BadJSON`` for anything that is not strict JSON (bad UTF-8, syntax, NaN,
+    duplicate keys, absurd nesting) and ``TooLarge`` past the batch limit.
+    """
+    try:
+        text = raw.decode("utf-8")
+        body = json.loads(
+            text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
+        )
+    except UnicodeDecodeError as exc:
+        raise BadJSON(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise BadJSON("the body nests too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and int() of thousands of digits
+        raise BadJSON(f"the body is not valid JSON: {exc}") from None
+    if isinstance(body, dict) and "events" in body:
+        if set(body) != {"events"} or not isinstance(body["events"], list):
+            raise InvalidInput(
+                'a batch is {"events": [...]} with no other members',
+                [FieldProblem(None, "events", "must be the only member, an array")],
+            )
+        events: list[Any] = body["events"]
+    else:
+        events = [body]
+    if not events:
+        raise InvalidInput("a batch needs at least one event", [FieldProblem(None, "events", "empty")])
+    if len(events) > MAX_BATCH_EVENTS:
+        raise TooLarge(f"a batch holds at most {MAX_BATCH_EVENTS} events; got {len(events)}")
+    return events
+
+
+def _join(path: str, part: str | int) -> str:
+    if isinstance(part, int):
+        return f"{path}[{part}]"
+    return f"{path}.{part}" if path else part
+
+
+def json_problems(value: Any, path: str = "", depth: int = 0) -> list[str]:
+    """Why ``value`` cannot be stored and hashed exactly, as ``"path: message"`` lines:
+    NUL characters, lone surrogates, integers past ±(2**53-1), non-finite numbers,
+    nesting past MAX_DEPTH."""
+    found: list[str] = []
+    stack: list[tuple[Any, str, int]] = [(value, path, depth)]
+    while stack:
+        item, where, level = stack.pop()
+        if level > MAX_DEPTH:
+            found.append(f"{where or '(event)'}: nests deeper than {MAX_DEPTH} levels")
+        elif isinstance(item, str):
+            found.extend(f"{where}: {msg}" for msg in _string_problems(item))
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if abs(item) > MAX_SAFE_INTEGER:
+                found.append(f"{where}: integer outside ±(2**53-1) cannot be kept exactly")
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                found.append(f"{where}: number out of range")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = _join(where, key)
+                found.extend(f"{child_path}: key {msg}" for msg in _string_problems(key))
+                stack.append((child, child_path, level + 1))
+        elif isinstance(item, list):
+            stack.extend((child, _join(where, i), level + 1) for i, child in enumerate(item))
+    return found
+
+
+def _string_problems(text: str) -> list[str]:
+    problems = []
+    if "\x00" in text:
+        problems.append("contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.append("contains a lone surrogate (invalid Unicode)")
+    return problems
+
+
+def _loc(loc: tuple[str | int, ...]) -> str:
+    path = ""
+    for part in loc:
+        path = _join(path, part)
+    return path
+
+
+def prepare(raw_events: list[Any], tenant: str, received_at: datetime) -> list[Prepared]:
+    """Validate every event and compute its stored form; raise ``InvalidInput`` naming
+    every bad field of every bad event, so nothing of the batch is written."""
+    problems: list[FieldProblem] = []
+    prepared: list[Prepared] = []
+    for index, raw in enumerate(raw_events):
+        if not isinstance(raw, dict):
+            problems.append(FieldProblem(index, "", "an event must be a JSON object"))
+            continue
+        lines = json_problems(raw)
+        if lines:
+            problems.extend(FieldProblem(index, *line.split(": ", 1)) for line in lines)
+            continue
+        try:
+            event = EventV1.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(
+                FieldProblem(index, _loc(err["loc"]), err["msg"]) for err in exc.errors()
+            )
+            continue
+        if event.occurred_at and event.occurred_at > received_at + FUTURE_TOLERANCE:
+            problems.append(
+                FieldProblem(index, "occurred_at", "is more than a day in the future")
+            )
+            continue
+        event_id = event.id or uuid7()
+        document = stored_document(event, tenant=tenant, event_id=event_id, received_at=received_at)
+        try:
+            canonical = canonicalize(document)
+        except CanonicalizationError as exc:
+            problems.append(FieldProblem(index, _loc(exc.path), str(exc)))
+            continue
+        if len(canonical) > MAX_CANONICAL_BYTES:
+            problems.append(
+                FieldProblem(
+                    index,
+                    "",
+                    f"the event is {len(canonical)} bytes in canonical form; "
+                    f"the limit is {MAX_CANONICAL_BYTES}",
+                )
+            )
+            continue
+        prepared.append(Prepared(event_id, document, canonical, leaf_hash(canonical)))
+    if problems:
+        bad = len({p.index for p in problems})
+        raise InvalidInput(f"{bad} of {len(raw_events)} event(s) are invalid", problems)
+    return prepared
+
+
+_INSERT = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(id)s::uuid[], %(occurred_at)s::timestamptz[], %(actor_type)s::text[],
+        %(actor_id)s::text[], %(actor_name)s::text[], %(action)s::text[],
+        %(target_type)s::text[], %(target_id)s::text[], %(target_name)s::text[],
+        %(outcome)s::text[], %(ip)s::inet[], %(request_id)s::text[],
+        %(correlation_id)s::text[], %(service)s::text[], %(canonical)s::bytea[],
+        %(leaf_hash)s::bytea[]
+    ) WITH ORDINALITY AS t(id, occurred_at, actor_type, actor_id, actor_name, action,
+                           target_type, target_id, target_name, outcome, ip, request_id,
+                           correlation_id, service, canonical, leaf_hash, ord)
+), fresh AS (
+    INSERT INTO trailseal.event_ids (tenant, id, received_at)
+    SELECT %(tenant)s, id, %(received_at)s FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), queued AS (
+    INSERT INTO trailseal.inbox (
+        tenant, id, occurred_at, received_at, actor_type, actor_id, actor_name, action,
+        target_type, target_id, target_name, outcome, ip, request_id, correlation_id,
+        service, canonical, leaf_hash)
+    SELECT %(tenant)s, i.id, i.occurred_at, %(received_at)s, i.actor_type, i.actor_id,
+           i.actor_name, i.action, i.target_type, i.target_id, i.target_name, i.outcome, i.ip,
+           i.request_id, i.correlation_id, i.service, i.canonical, i.leaf_hash
+    FROM input i JOIN fresh f USING (id)
+    ORDER BY i.ord
+)
+SELECT id FROM fresh
+"""
+
+
+def _columns(events: list[Prepared]) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "id occurred_at actor_type actor_id actor_name action target_type target_id "
+            "target_name outcome ip request_id correlation_id service canonical leaf_hash"
+        ).split()
+    }
+    for event in events:
+        doc = event.document
+        actor, target, context = doc["actor"], doc["target"], doc["context"]
+        cols["id"].append(event.id)
+        cols["occurred_at"].append(datetime.fromisoformat(doc["occurred_at"]))
+        cols["actor_type"].append(actor["type"])
+        cols["actor_id"].append(actor["id"])
+        cols["actor_name"].append(actor.get("name"))
+        cols["action"].append(doc["action"])
+        cols["target_type"].append(target["type"])
+        cols["target_id"].append(target["id"])
+        cols["target_name"].append(target.get("name"))
+        cols["outcome"].append(doc["outcome"]["status"])
+        cols["ip"].append(context.get("ip"))
+        cols["request_id"].append(context.get("request_id"))
+        cols["correlation_id"].append(context.get("correlation_id"))
+        cols["service"].append(context.get("service"))
+        cols["canonical"].append(event.canonical)
+        cols["leaf_hash"].append(event.leaf_hash)
+    return cols
+
+
+async def write_inbox(
+    conn: AsyncConnection, tenant: str, events: list[Prepared], received_at: datetime
+) -> IngestResult:
+    """Write ``events`` to the inbox in one transaction. An id this tenant has sent
+    before (or earlier in the same batch) is a duplicate and writes nothing."""
+    unique: dict[uuid.UUID, Prepared] = {}
+    for event in events:
+        unique.setdefault(event.id, event)
+    async with scoped(conn, Role.INGEST, tenant):
+        cur = await conn.execute(
+            _INSERT,
+            {"tenant": tenant, "received_at": received_at, **_columns(list(unique.values()))},
+        )
+        written = {row[0] for row in await cur.fetchall()}
+    accepted = [e.id for e in unique.values() if e.id in written]
+    seen: set[uuid.UUID] = set()
+    duplicates = []
+    for event in events:
+        if event.id not in written or event.id in seen:
+            duplicates.append(event.id)
+        seen.add(event.id)
+    return IngestResult(accepted, duplicates)
+
+
+def now() -> datetime:
+    """The server's receive time, at the millisecond precision stored."""
+    value = datetime.now(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)

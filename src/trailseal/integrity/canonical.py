@@ -1,0 +1,227 @@
+"""RFC 8785 JSON Canonicalization Scheme (JCS): one JSON value, one byte string.
+
+Two equal events must hash equally whoever serialised them, so the bytes that enter
+`leaf_hash` come from here and nowhere else. Values are plain Python JSON values
+(dict with str keys, list, str, int, float, bool, None); anything JCS cannot represent
+exactly is rejected with a `CanonicalizationError` that names where it sits.
+"""
+
+from __future__ import annotations
+
+import json.encoder
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["MAX_SAFE_INTEGER", "CanonicalizationError", "canonicalize"]
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer an IEEE 754 double holds exactly; JCS numbers are doubles."""
+
+DEFAULT_MAX_DEPTH = 64
+
+Path = tuple[str | int, ...]
+
+# CPython's JSON string encoder, in its ensure_ascii=False form, escapes exactly what
+# JCS escapes: `"`, `\`, the short forms \b \f \n \r \t, and the other controls below
+# U+0020 as lowercase \u00xx. DEL, U+2028 and U+2029 pass through raw, as JCS wants.
+_quote = json.encoder.encode_basestring
+
+# Below 2**53 an integral double prints as its exact integer in ECMAScript, so the
+# common `1.0` skips the digit reformatting.
+_EXACT_FLOAT_BOUND = float(2**53)
+
+
+class CanonicalizationError(ValueError):
+    """A value that has no RFC 8785 form; `path` leads from the root to it."""
+
+    def __init__(self, message: str, path: Path = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: Path = path
+
+    def __str__(self) -> str:
+        return f"{self.message} at {_show_path(self.path)}"
+
+
+def canonicalize(value: object, *, max_depth: int = DEFAULT_MAX_DEPTH) -> bytes:
+    """Return the RFC 8785 canonical UTF-8 bytes of a JSON value.
+
+    Objects and arrays may nest at most `max_depth` deep. Raises
+    `CanonicalizationError` for NaN and infinities, integers beyond
+    ±(2**53 - 1), lone surrogates, non-str object keys, unsupported types, and
+    nesting beyond `max_depth`.
+    """
+    out: list[str] = []
+    _encode(value, out, 1, max_depth)
+    text = "".join(out)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Strings are checked once, here, rather than one by one on the hot path;
+        # only a failure pays for finding where the bad string is.
+        raise CanonicalizationError(
+            "string contains a lone surrogate, which UTF-8 cannot encode",
+            _surrogate_path(value),
+        ) from None
+
+
+def _encode(value: object, out: list[str], depth: int, max_depth: int) -> None:
+    # Dispatch on the exact type: bool subclasses int, and neither an IntEnum nor a
+    # str subclass is guaranteed to serialise as its JSON look-alike.
+    scalar = _SCALARS.get(type(value))
+    if scalar is not None:
+        out.append(scalar(value))
+    elif type(value) is dict:
+        _encode_object(value, out, depth, max_depth)
+    elif type(value) is list:
+        _encode_array(value, out, depth, max_depth)
+    else:
+        raise CanonicalizationError(f"{type(value).__name__} is not a JSON type")
+
+
+def _encode_object(obj: dict[Any, Any], out: list[str], depth: int, max_depth: int) -> None:
+    if depth > max_depth:
+        raise CanonicalizationError(f"nesting deeper than max_depth={max_depth}")
+    keys: list[str] = []
+    all_ascii = True
+    for key in obj:
+        if type(key) is not str:
+            raise CanonicalizationError(
+                f"object key {key!r} is {type(key).__name__}, not str", (_path_part(key),)
+            )
+        keys.append(key)
+        all_ascii = all_ascii and key.isascii()
+    # For ASCII keys code-point order is UTF-16 order, and plain sort is cheaper.
+    keys.sort(key=None if all_ascii else _utf16_key)
+    out.append("{")
+    key = ""
+    try:
+        for index, key in enumerate(keys):
+            if index:
+                out.append(",")
+            out.append(_quote(key))
+            out.append(":")
+            _encode(obj[key], out, depth + 1, max_depth)
+    except CanonicalizationError as exc:
+        exc.path = (key, *exc.path)
+        raise
+    out.append("}")
+
+
+def _encode_array(items: list[Any], out: list[str], depth: int, max_depth: int) -> None:
+    if depth > max_depth:
+        raise CanonicalizationError(f"nesting deeper than max_depth={max_depth}")
+    out.append("[")
+    index = 0
+    try:
+        for index, item in enumerate(items):
+            if index:
+                out.append(",")
+            _encode(item, out, depth + 1, max_depth)
+    except CanonicalizationError as exc:
+        exc.path = (index, *exc.path)
+        raise
+    out.append("]")
+
+
+def _utf16_key(key: str) -> bytes:
+    # RFC 8785 §3.2.3 orders names by UTF-16 code units, not code points: an astral
+    # character (a surrogate pair, 0xD8xx) sorts before U+E000..U+FFFF.
+    try:
+        return key.encode("utf-16-be")
+    except UnicodeEncodeError:
+        raise CanonicalizationError(
+            "object key contains a lone surrogate, which UTF-8 cannot encode", (key,)
+        ) from None
+
+
+def _integer(value: int) -> str:
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return str(value)
+    raise CanonicalizationError(
+        f"integer {value} is outside ±(2**53 - 1) and cannot be represented exactly"
+    )
+
+
+def _number(value: float) -> str:
+    """Format a float as ECMAScript's Number.prototype.toString does."""
+    if value.is_integer() and -_EXACT_FLOAT_BOUND < value < _EXACT_FLOAT_BOUND:
+        return str(int(value))  # also turns -0.0 into "0"
+    if not math.isfinite(value):
+        raise CanonicalizationError(f"{value!r} is not a JSON number")
+    # repr gives the shortest digits that round-trip, the digits ECMAScript uses;
+    # only their layout differs.
+    text = repr(value)
+    sign = ""
+    if text[0] == "-":
+        sign, text = "-", text[1:]
+    mantissa, _, exponent = text.partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = whole + fraction
+    # value == 0.<digits> * 10**n, in the notation of ECMA-262 Number::toString.
+    n = len(whole) + (int(exponent) if exponent else 0)
+    significant = digits.lstrip("0")
+    n -= len(digits) - len(significant)
+    digits = significant.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * -n + digits
+    e = n - 1
+    fraction_part = "." + digits[1:] if k > 1 else ""
+    return f"{sign}{digits[0]}{fraction_part}e{'+' if e >= 0 else '-'}{abs(e)}"
+
+
+def _literal(value: bool | None) -> str:
+    return "null" if value is None else "true" if value else "false"
+
+
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: _quote,
+    int: _integer,
+    float: _number,
+    bool: _literal,
+    type(None): _literal,
+}
+
+
+def _surrogate_path(value: object) -> Path:
+    """Find the first key or string holding a lone surrogate."""
+    if type(value) is str:
+        return () if _has_surrogate(value) else _NOT_FOUND
+    if type(value) is list:
+        for index, item in enumerate(value):
+            found = _surrogate_path(item)
+            if found is not _NOT_FOUND:
+                return (index, *found)
+    elif type(value) is dict:
+        for key, item in value.items():
+            if _has_surrogate(key):
+                return (key,)
+            found = _surrogate_path(item)
+            if found is not _NOT_FOUND:
+                return (key, *found)
+    return _NOT_FOUND
+
+
+_NOT_FOUND: Path = ("<not found>",)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _path_part(key: object) -> str | int:
+    return key if isinstance(key, str | int) else repr(key)
+
+
+def _show_path(path: Path) -> str:
+    return "$" + "".join(f"[{part!r}]" for part in path)

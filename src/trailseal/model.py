@@ -1,0 +1,192 @@
+"""The event schema, version 1: the one source of ``schema/event-v1.schema.json``.
+
+``EventV1`` is what a producer sends. ``stored_document`` turns a valid event into the
+document trailseal stores and hashes: the producer's fields, normalised (UTC times at
+millisecond precision, absent optional fields left out), plus ``tenant`` and
+``received_at``, which only the server sets.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+)
+
+SCHEMA_ID = "https://trailseal.dev/schema/event-v1.schema.json"
+ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+TYPE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
+MAX_CANONICAL_BYTES = 65_535  # fits one C2SP tile entry (uint16 length prefix)
+FUTURE_TOLERANCE = timedelta(days=1)
+
+
+def uuid7(unix_ms: int | None = None) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, variant 10, random rest."""
+    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (2**62 - 1)
+    return uuid.UUID(int=value)
+
+
+def _require_v7(value: uuid.UUID) -> uuid.UUID:
+    if value.version != 7 or value.variant != uuid.RFC_4122:
+        raise ValueError("must be a UUIDv7 (RFC 9562)")
+    return value
+
+
+def _require_text(value: Any) -> Any:
+    # Times come as RFC 3339 strings; lax parsing would also take bare numbers.
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+def _to_utc_ms(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a time zone offset (RFC 3339), e.g. Z")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _valid_ip(value: str) -> str:
+    return str(ip_address(value))
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+LongText = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+TypeName = Annotated[str, StringConstraints(max_length=64, pattern=TYPE_PATTERN)]
+Timestamp = Annotated[datetime, BeforeValidator(_require_text), AfterValidator(_to_utc_ms)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, frozen=True)
+
+
+class Actor(_Strict):
+    """Who did it."""
+
+    type: Literal["user", "service", "api_key", "system"]
+    id: Text
+    name: Text | None = None
+
+
+class Target(_Strict):
+    """What it was done to."""
+
+    type: TypeName
+    id: Text
+    name: Text | None = None
+
+
+class Change(_Strict):
+    """One field's value before and after; null stands for "absent"."""
+
+    before: JsonValue = None
+    after: JsonValue = None
+
+
+class Context(_Strict):
+    """Where it came from."""
+
+    ip: Annotated[str, AfterValidator(_valid_ip)] | None = Field(
+        default=None, description="IPv4 or IPv6 address of the client"
+    )
+    user_agent: LongText | None = None
+    session_id: Text | None = None
+    request_id: Text | None = None
+    correlation_id: Text | None = None
+    service: Text | None = None
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
+class Outcome(_Strict):
+    """With what result."""
+
+    status: Literal["success", "failure"] = "success"
+    error_code: Text | None = None
+    reason: LongText | None = None
+
+
+class EventV1(_Strict):
+    """An audit event as a producer sends it (schema version 1)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="trailseal event v1",
+        json_schema_extra={"$id": SCHEMA_ID},
+    )
+
+    id: Annotated[uuid.UUID, AfterValidator(_require_v7)] | None = Field(
+        default=None,
+        description="UUIDv7 chosen by the producer so retries dedupe; set by the server "
+        "when absent",
+    )
+    occurred_at: Timestamp | None = Field(
+        default=None,
+        description="When it happened (RFC 3339, stored in UTC at millisecond precision); "
+        "the server's receive time when absent",
+    )
+    actor: Actor
+    action: Annotated[str, StringConstraints(max_length=128, pattern=ACTION_PATTERN)] = Field(
+        description="Stable machine verb, e.g. user.role.updated"
+    )
+    target: Target
+    changes: dict[Annotated[str, StringConstraints(min_length=1, max_length=256)], Change] = (
+        Field(default_factory=dict, description="{field: {before, after}}")
+    )
+    context: Context = Field(default_factory=Context)
+    outcome: Outcome = Field(default_factory=Outcome)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, the one time format of stored events."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _present(model: BaseModel) -> dict[str, Any]:
+    return {k: v for k, v in model.model_dump(mode="json").items() if v is not None}
+
+
+def stored_document(
+    event: EventV1, *, tenant: str, event_id: uuid.UUID, received_at: datetime
+) -> dict[str, Any]:
+    """The document stored and hashed for ``event``: every top-level key always present,
+    optional sub-fields only when set, times normalised."""
+    occurred_at = event.occurred_at or _to_utc_ms(received_at)
+    return {
+        "id": str(event_id),
+        "tenant": tenant,
+        "occurred_at": format_time(occurred_at),
+        "received_at": format_time(received_at),
+        "actor": _present(event.actor),
+        "action": event.action,
+        "target": _present(event.target),
+        "changes": {
+            field: change.model_dump(mode="json") for field, change in event.changes.items()
+        },
+        "context": _present(event.context),
+        "outcome": _present(event.outcome),
+        "metadata": event.metadata,
+    }
+
+
+def event_json_schema() -> dict[str, Any]:
+    """The published JSON Schema of ``EventV1``."""
+    schema = EventV1.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

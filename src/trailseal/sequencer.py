@@ -1,0 +1,186 @@
+"""The sequencer: moves each tenant's inbox into its log.
+
+For one tenant at a time (a transaction-scoped advisory lock lets other sequencers pass
+by, and the lock on the tenant's ``log_heads`` row is what makes it exclusive), one
+transaction takes up to a batch of inbox rows in arrival order, gives them the next
+gapless ``seq`` numbers, links each to the previous by ``chain_hash``, inserts them into
+``events``, deletes them from the inbox, and moves the head. Only seq numbers and hashes
+travel between Python and PostgreSQL; the event bodies never leave the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
+from trailseal.store import Role, scoped
+
+log = logging.getLogger(__name__)
+
+_LOCK_CLASS = 0x7365_7175  # advisory lock namespace for sequencing ("sequ")
+
+_MOVE = """
+WITH moved AS (
+    DELETE FROM trailseal.inbox WHERE tenant = %(tenant)s AND pos = ANY(%(pos)s)
+    RETURNING *
+)
+INSERT INTO trailseal.events (
+    tenant, seq, id, occurred_at, received_at, actor_type, actor_id, actor_name, action,
+    target_type, target_id, target_name, outcome, ip, request_id, correlation_id, service,
+    canonical, leaf_hash, chain_hash)
+SELECT m.tenant, c.seq, m.id, m.occurred_at, m.received_at, m.actor_type, m.actor_id,
+       m.actor_name, m.action, m.target_type, m.target_id, m.target_name, m.outcome, m.ip,
+       m.request_id, m.correlation_id, m.service, m.canonical, m.leaf_hash, c.chain_hash
+FROM moved m
+JOIN unnest(%(pos)s::bigint[], %(seq)s::bigint[], %(chain)s::bytea[])
+     AS c(pos, seq, chain_hash) USING (pos)
+ORDER BY c.seq
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one transaction sequenced."""
+
+    tenant: str
+    first_seq: int
+    count: int
+
+
+class _MissingPartitions(Exception):
+    def __init__(self, months: set[tuple[int, int]], at: list[datetime]) -> None:
+        self.months = months
+        self.at = at
+
+
+def _month(value: datetime) -> tuple[int, int]:
+    return (value.year, value.month)
+
+
+class Sequencer:
+    """Sequences every tenant's inbox; run several for failover, they never collide."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool, *, batch_size: int = 1000, idle_seconds: float = 0.2
+    ) -> None:
+        self.pool = pool
+        self.batch_size = batch_size
+        self.idle_seconds = idle_seconds
+        self.wake = asyncio.Event()
+        self._months: set[tuple[int, int]] = set()
+
+    async def pending_tenants(self) -> list[str]:
+        """Tenants with events in the inbox."""
+        async with self.pool.connection() as conn, scoped(conn, Role.SEQUENCER):
+            cur = await conn.execute("SELECT * FROM trailseal.pending_tenants()")
+            return [row[0] for row in await cur.fetchall()]
+
+    async def sequence_tenant(self, tenant: str) -> int:
+        """Sequence everything waiting for ``tenant``; returns how many events."""
+        total = 0
+        while True:
+            batch = await self.sequence_batch(tenant)
+            if batch is None or batch.count == 0:
+                return total
+            total += batch.count
+
+    async def run_once(self) -> int:
+        """One sweep over every tenant with pending events."""
+        total = 0
+        for tenant in await self.pending_tenants():
+            total += await self.sequence_tenant(tenant)
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep until ``stop`` is set, waking early when ``wake`` is set."""
+        while not stop.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:
+                log.exception("sequencer sweep failed; retrying")
+                done = 0
+            if done == 0:
+                self.wake.clear()
+                waiters = [asyncio.create_task(e.wait()) for e in (self.wake, stop)]
+                await asyncio.wait(
+                    waiters, timeout=self.idle_seconds, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def sequence_batch(self, tenant: str) -> Batch | None:
+        """Sequence one batch for ``tenant``. None: another sequencer holds the tenant."""
+        async with self.pool.connection() as conn:
+            try:
+                return await self._sequence_batch(conn, tenant)
+            except _MissingPartitions as missing:
+                await self._create_partitions(conn, missing.at)
+                return await self._sequence_batch(conn, tenant)
+
+    async def _create_partitions(self, conn: AsyncConnection, at: list[datetime]) -> None:
+        async with scoped(conn, Role.SEQUENCER):
+            for value in at:
+                await conn.execute("SELECT trailseal.create_events_partition(%s)", (value,))
+        self._months.update(_month(value) for value in at)
+
+    async def _sequence_batch(self, conn: AsyncConnection, tenant: str) -> Batch | None:
+        async with scoped(conn, Role.SEQUENCER, tenant):
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, tenant)
+            )
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                return None
+            cur = await conn.execute(
+                "SELECT size, chain_hash FROM trailseal.log_heads"
+                " WHERE tenant = %s FOR UPDATE",
+                (tenant,),
+            )
+            head = await cur.fetchone()
+            if head is None:
+                await conn.execute(
+                    "INSERT INTO trailseal.log_heads (tenant, size, chain_hash)"
+                    " VALUES (%s, 0, %s)",
+                    (tenant, GENESIS_CHAIN_HASH),
+                )
+                size, previous = 0, GENESIS_CHAIN_HASH
+            else:
+                size, previous = head[0], bytes(head[1])
+            cur = await conn.execute(
+                "SELECT pos, leaf_hash, received_at FROM trailseal.inbox"
+                " WHERE tenant = %s ORDER BY pos LIMIT %s",
+                (tenant, self.batch_size),
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return Batch(tenant, size, 0)
+            missing = {_month(r[2]) for r in rows} - self._months
+            if missing:
+                raise _MissingPartitions(
+                    missing, [next(r[2] for r in rows if _month(r[2]) == m) for m in missing]
+                )
+            positions, seqs, chains = [], [], []
+            for offset, (pos, leaf, _) in enumerate(rows):
+                previous = chain_hash(previous, bytes(leaf))
+                positions.append(pos)
+                seqs.append(size + offset)
+                chains.append(previous)
+            cur = await conn.execute(
+                _MOVE, {"tenant": tenant, "pos": positions, "seq": seqs, "chain": chains}
+            )
+            if cur.rowcount != len(rows):
+                raise RuntimeError(
+                    f"sequencer moved {cur.rowcount} of {len(rows)} rows for {tenant!r}"
+                )
+            await conn.execute(
+                "UPDATE trailseal.log_heads SET size = %s, chain_hash = %s, updated_at = now()"
+                " WHERE tenant = %s",
+                (size + len(rows), previous, tenant),
+            )
+        return Batch(tenant, size, len(rows))

@@ -1,0 +1,46 @@
+"""Settings, read from ``TRAILSEAL_*`` environment variables.
+
+Built once by the entry point and passed down; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Each field maps to ``TRAILSEAL_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAILSEAL_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL (15 or newer) connection URL. Unset: an embedded "
+        "PostgreSQL is started in the data directory.",
+    )
+    data_dir: Path = Field(
+        default=Path(".trailseal"),
+        description="Where the embedded PostgreSQL and local secrets live.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Key that signs pagination cursors. Unset: one is created in the "
+        "data directory.",
+    )
+    pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool.")
+    pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool.")
+    run_sequencer: bool = Field(
+        default=True, description="Run the sequencer inside the API process."
+    )
+    sequencer_batch_size: int = Field(
+        default=1000, ge=1, le=10_000, description="Most events sequenced per transaction."
+    )
+    sequencer_idle_seconds: float = Field(
+        default=0.2, gt=0, description="How long an idle sequencer waits between sweeps."
+    )
+    wait_sequenced_seconds: float = Field(
+        default=10.0, gt=0, description="Longest a ?wait=sequenced request waits."
+    )

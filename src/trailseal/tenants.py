@@ -1,0 +1,156 @@
+"""Tenants and their API keys.
+
+A token is ``tsk_`` followed by 43 characters of URL-safe base64 (256 random bits). Only
+its SHA-256 is stored: the token is high-entropy, so a fast hash is the right one, and a
+lookup by hash is a single index probe. The token is shown once, at creation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import AsyncConnection
+
+from trailseal.errors import InvalidInput, NotFound
+from trailseal.model import uuid7
+from trailseal.store import Role, scoped
+
+SCOPES = ("ingest", "read", "export", "admin")
+TOKEN_PREFIX = "tsk_"
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: always exactly one tenant, taken from the key."""
+
+    tenant: str
+    key_id: uuid.UUID
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just created; ``token`` exists nowhere else."""
+
+    tenant: str
+    key_id: uuid.UUID
+    name: str
+    scopes: tuple[str, ...]
+    token: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A stored key, without its secret."""
+
+    key_id: uuid.UUID
+    name: str
+    token_hint: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def token_hash(token: str) -> bytes:
+    """The stored form of a token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    """``"ingest,read"`` → ``("ingest", "read")``; unknown or empty scopes are refused."""
+    scopes = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise InvalidInput(
+            f"scopes must be a comma-separated list of {', '.join(SCOPES)}; got {text!r}"
+        )
+    return scopes
+
+
+async def create_tenant(conn: AsyncConnection, name: str) -> bool:
+    """Create tenant ``name``; False when it already exists."""
+    if not TENANT_NAME.match(name):
+        raise InvalidInput(
+            "a tenant name is 1-63 characters of a-z, 0-9, '-' and '_', starting with a "
+            f"letter or digit; got {name!r}"
+        )
+    async with scoped(conn, Role.OWNER, name):
+        cur = await conn.execute(
+            "INSERT INTO trailseal.tenants (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
+        )
+        return cur.rowcount == 1
+
+
+async def list_tenants(conn: AsyncConnection) -> list[str]:
+    """Every tenant's name."""
+    async with scoped(conn, Role.OWNER):
+        cur = await conn.execute("SELECT name FROM trailseal.tenants ORDER BY name")
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def create_key(
+    conn: AsyncConnection, tenant: str, scopes: tuple[str, ...], name: str = "default"
+) -> NewKey:
+    """Create an API key for ``tenant`` with ``scopes``."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    key_id = uuid7()
+    async with scoped(conn, Role.OWNER, tenant):
+        try:
+            await conn.execute(
+                "INSERT INTO trailseal.api_keys"
+                " (tenant, id, name, token_hash, token_hint, scopes)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (tenant, key_id, name, token_hash(token), token[:8] + "…", list(scopes)),
+            )
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"no tenant named {tenant!r}") from None
+        except psycopg.errors.CheckViolation as exc:
+            raise InvalidInput(f"invalid key: {exc.diag.message_primary}") from None
+    return NewKey(tenant, key_id, name, scopes, token)
+
+
+async def list_keys(conn: AsyncConnection, tenant: str) -> list[KeyInfo]:
+    """The keys of ``tenant``, newest first."""
+    async with scoped(conn, Role.OWNER, tenant):
+        cur = await conn.execute(
+            "SELECT id, name, token_hint, scopes, created_at, revoked_at"
+            " FROM trailseal.api_keys WHERE tenant = %s ORDER BY created_at DESC",
+            (tenant,),
+        )
+        return [
+            KeyInfo(row[0], row[1], row[2], tuple(row[3]), row[4], row[5])
+            for row in await cur.fetchall()
+        ]
+
+
+async def revoke_key(conn: AsyncConnection, tenant: str, key_id: uuid.UUID) -> None:
+    """Revoke a key of ``tenant``; it stops working at once."""
+    async with scoped(conn, Role.OWNER, tenant):
+        cur = await conn.execute(
+            "UPDATE trailseal.api_keys SET revoked_at = now()"
+            " WHERE tenant = %s AND id = %s AND revoked_at IS NULL",
+            (tenant, key_id),
+        )
+        if cur.rowcount != 1:
+            raise NotFound(f"no live key {key_id} for tenant {tenant!r}")
+
+
+async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
+    """The principal a bearer token stands for, or None."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    async with scoped(conn, Role.READER):
+        cur = await conn.execute(
+            "SELECT tenant, key_id, scopes FROM trailseal.authenticate(%s)", (token_hash(token),)
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return Principal(row[0], row[1], frozenset(row[2]))

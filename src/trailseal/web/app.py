@@ -1,0 +1,78 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from trailseal import __version__
+from trailseal.model import EventV1
+from trailseal.sequencer import Sequencer
+from trailseal.settings import Settings
+from trailseal.store import create_pool
+from trailseal.store.migrate import available
+from trailseal.web import events, health
+from trailseal.web.problems import HANDLERS
+
+
+def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> FastAPI:
+    """The API over ``database_url``; with ``settings.run_sequencer`` it also runs the
+    sequencer as a background task."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = create_pool(
+            database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        await pool.open(wait=True)
+        app.state.pool = pool
+        stop = asyncio.Event()
+        task = None
+        if settings.run_sequencer:
+            app.state.sequencer = Sequencer(
+                pool,
+                batch_size=settings.sequencer_batch_size,
+                idle_seconds=settings.sequencer_idle_seconds,
+            )
+            task = asyncio.create_task(app.state.sequencer.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            await pool.close()
+
+    app = FastAPI(
+        title="trailseal",
+        version=__version__,
+        summary="Tamper-evident audit log",
+        lifespan=lifespan,
+        exception_handlers=HANDLERS,
+    )
+    app.state.settings = settings
+    app.state.cursor_key = cursor_key
+    app.state.sequencer = None
+    app.state.schema_version = len(available())
+    app.include_router(health.router)
+    app.include_router(events.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            event_schema = EventV1.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(event_schema.pop("$defs", {}))
+            components["EventV1"] = event_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

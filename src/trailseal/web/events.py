@@ -1,0 +1,205 @@
+"""``/v1/events``: ingest (POST) and read (GET)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from trailseal import ingest
+from trailseal.reading.query import EventFilter, get_event, query_events, sequenced
+from trailseal.tenants import Principal
+from trailseal.web.auth import require
+from trailseal.web.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+_BATCH_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/EventV1"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "events": {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/EventV1"},
+                                "minItems": 1,
+                                "maxItems": ingest.MAX_BATCH_EVENTS,
+                            }
+                        },
+                        "required": ["events"],
+                        "additionalProperties": False,
+                    },
+                ]
+            }
+        }
+    },
+}
+
+
+class Accepted(BaseModel):
+    """202: written to the inbox (or already there, for duplicates)."""
+
+    accepted: list[uuid.UUID]
+    duplicates: list[uuid.UUID]
+
+
+class SequencedEvent(BaseModel):
+    id: uuid.UUID
+    seq: int
+    leaf_hash: str
+
+
+class Sequenced(Accepted):
+    """201: every event of the request is in the log."""
+
+    sequenced: list[SequencedEvent]
+
+
+class EventsPage(BaseModel):
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 before it is buffered past the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > ingest.MAX_BODY_BYTES):
+        raise Problem(413, "too-large", "Payload too large",
+                      f"a request body is at most {ingest.MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ingest.MAX_BODY_BYTES:
+            raise Problem(413, "too-large", "Payload too large",
+                          f"a request body is at most {ingest.MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_media_type(request: Request) -> None:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise Problem(415, "unsupported-media-type", "Unsupported media type",
+                      "send the events as application/json")
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=Accepted,
+    responses={201: {"model": Sequenced}, 413: {}, 415: {}, 422: {}},
+    openapi_extra={"requestBody": _BATCH_BODY},
+    summary="Record one event or a batch of up to 1,000",
+)
+async def post_events(
+    request: Request,
+    who: Annotated[Principal, Depends(require("ingest"))],
+    wait: Annotated[Literal["sequenced"] | None, Query()] = None,
+) -> Any:
+    """Validate and accept events. A batch is accepted whole or refused whole (422, with
+    every bad field named). Re-sent ids are reported as duplicates and stored once.
+    With ``?wait=sequenced`` the answer (201) waits until every event has its seq; if
+    that takes longer than the configured wait, it is the plain 202."""
+    _check_media_type(request)
+    raw = await _read_body(request)
+    try:
+        raw_events = ingest.parse_body(raw)
+    except ingest.TooLarge as exc:
+        raise Problem(413, "too-large", "Payload too large", str(exc)) from None
+    except ingest.BadJSON as exc:
+        raise Problem(400, "bad-json", "Malformed JSON", str(exc)) from None
+    received_at = ingest.now()
+    prepared = ingest.prepare(raw_events, who.tenant, received_at)
+    async with request.app.state.pool.connection() as conn:
+        result = await ingest.write_inbox(conn, who.tenant, prepared, received_at)
+    sequencer = request.app.state.sequencer
+    if sequencer is not None and result.accepted:
+        sequencer.wake.set()
+    body = Accepted(accepted=result.accepted, duplicates=result.duplicates)
+    if wait is None:
+        return JSONResponse(body.model_dump(mode="json"), 202)
+    ids = list(dict.fromkeys(e.id for e in prepared))
+    found = await _wait_sequenced(request, who.tenant, ids)
+    if len(found) < len(ids):
+        # Safely in the inbox, but the sequencer did not get to them in time.
+        return JSONResponse(body.model_dump(mode="json"), 202)
+    done = Sequenced(
+        **body.model_dump(),
+        sequenced=[SequencedEvent(id=i, seq=found[i][0], leaf_hash=found[i][1].hex()) for i in ids],
+    )
+    return JSONResponse(done.model_dump(mode="json"), 201)
+
+
+async def _wait_sequenced(
+    request: Request, tenant: str, ids: list[uuid.UUID]
+) -> dict[uuid.UUID, tuple[int, bytes]]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request.app.state.settings.wait_sequenced_seconds
+    delay = 0.002
+    while True:
+        async with request.app.state.pool.connection() as conn:
+            found = await sequenced(conn, tenant, ids)
+        if len(found) == len(ids) or loop.time() >= deadline:
+            return found
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+@router.get("/events", response_model=EventsPage, summary="Search events, newest first")
+async def list_events(
+    request: Request,
+    who: Annotated[Principal, Depends(require("read"))],
+    actor_id: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    action: Annotated[str | None, Query(description="exact, or a prefix such as user.*")] = None,
+    outcome: Literal["success", "failure"] | None = None,
+    since: Annotated[datetime | None, Query(description="RFC 3339; occurred_at >= since")] = None,
+    until: Annotated[datetime | None, Query(description="RFC 3339; occurred_at < until")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Any:
+    """Events of the key's tenant matching every given filter, newest first, one page at
+    a time; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise Problem(422, "invalid-input", "Invalid input",
+                          f"{name} must carry a time zone offset (RFC 3339)")
+    flt = EventFilter(actor_id, target_type, target_id, action, outcome, since, until)
+    async with request.app.state.pool.connection() as conn:
+        page = await query_events(
+            conn, who.tenant, flt, limit=limit, cursor_key=request.app.state.cursor_key,
+            after=cursor,
+        )
+    return {"events": page.events, "next_cursor": page.next_cursor}
+
+
+@router.get("/events/{event_id}", summary="One event by id")
+async def read_event(
+    request: Request,
+    event_id: str,
+    who: Annotated[Principal, Depends(require("read"))],
+) -> Any:
+    """The event with this id, with its seq, leaf hash and chain hash. Another tenant's
+    id answers exactly as a missing one does."""
+    try:
+        parsed = uuid.UUID(event_id)
+    except ValueError:
+        parsed = None
+    event = None
+    if parsed is not None:
+        async with request.app.state.pool.connection() as conn:
+            event = await get_event(conn, who.tenant, parsed)
+    if event is None:
+        raise Problem(404, "not-found", "Not found", "no such event")
+    return event
