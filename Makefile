@@ -29,7 +29,7 @@ typecheck: $(VENV)/.installed
 
 # Regenerate the committed JSON Schema after changing trailseal.model.
 schema: $(VENV)/.installed
-	$(BIN)/python -m trailseal.schema > schema/event-v1.schema.json
+	$(BIN)/trailseal schema > schema/event-v1.schema.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

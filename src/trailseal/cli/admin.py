@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from trailseal.cli.common import DataDir, console, fail, run_with_connection, settings
 from trailseal.errors import TrailsealError
+from trailseal.model import event_json_schema
 from trailseal.store import embedded, migrate
 from trailseal.tenants import (
     create_key,
@@ -27,6 +29,7 @@ key_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=
 
 def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate_command)
+    app.command("schema")(schema_command)
     app.add_typer(tenant_app, name="tenant")
     app.add_typer(key_app, name="key")
 
@@ -42,6 +45,11 @@ def migrate_command(data_dir: DataDir = None) -> None:
     for step in done:
         console.print(f"applied {step.version:04d}_{step.name}")
     console.print("schema is up to date" if not done else f"{len(done)} migration(s) applied")
+
+
+def schema_command() -> None:
+    """Print the JSON Schema of events (schema version 1)."""
+    print(json.dumps(event_json_schema(), indent=2, ensure_ascii=False))
 
 
 @tenant_app.command("create")
