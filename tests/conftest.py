@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 import uvicorn
 from psycopg import sql
 
-from tests.support import Tenant, make_tenant
+from tests.support import Tenant, free_port, make_tenant
 from trailseal.settings import Settings
 from trailseal.store import embedded, migrate
 from trailseal.web.app import create_app
@@ -68,12 +67,6 @@ def other_tenant(database_url: str) -> Tenant:
     return make_tenant(database_url, "b")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def service_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API with its in-process sequencer, served by uvicorn on a free port."""
@@ -84,7 +77,7 @@ def service_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         pool_max_size=20,
     )
     app = create_app(settings, database_url, cursor_key=secrets.token_bytes(32))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

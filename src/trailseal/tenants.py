@@ -22,7 +22,7 @@ from trailseal.model import uuid7
 from trailseal.store import Role, scoped
 
 SCOPES = ("ingest", "read", "export", "admin")
-TOKEN_PREFIX = "tsk_"
+TOKEN_PREFIX = "tsk_"  # noqa: S105 (a prefix, not a secret)
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 

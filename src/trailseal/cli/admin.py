@@ -8,7 +8,7 @@ from typing import Annotated
 
 import psycopg
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from trailseal.cli.common import DataDir, console, fail, run_with_connection, settings
 from trailseal.errors import TrailsealError
@@ -93,7 +93,7 @@ def key_list(
 ) -> None:
     """List a tenant's keys (never their tokens)."""
     keys = run_with_connection(settings(data_dir), lambda conn: list_keys(conn, tenant))
-    table = Table("id", "name", "token", "scopes", "created", "revoked")
+    table = Table(Column("id", no_wrap=True), "name", "token", "scopes", "created", "revoked")
     for k in keys:
         table.add_row(str(k.key_id), k.name, k.token_hint, ",".join(k.scopes),
                       f"{k.created_at:%Y-%m-%d %H:%M}",

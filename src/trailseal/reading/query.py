@@ -38,7 +38,9 @@ class EventFilter:
 
     def fingerprint(self) -> str:
         """A stable text of the filters, which a cursor is bound to."""
-        values = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+        values = {
+            k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()
+        }
         return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 

@@ -53,7 +53,7 @@ def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> Fast
         version=__version__,
         summary="Tamper-evident audit log",
         lifespan=lifespan,
-        exception_handlers=HANDLERS,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
     )
     app.state.settings = settings
     app.state.cursor_key = cursor_key

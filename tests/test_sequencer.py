@@ -1,0 +1,159 @@
+"""Sequencing: gapless per-tenant seq under concurrent ingest and competing sequencers,
+chain links that verify, and no event skipped when transactions commit out of order."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+from psycopg import AsyncConnection
+
+from tests.support import Tenant, an_event, make_tenant, run
+from trailseal import ingest
+from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash, leaf_hash
+from trailseal.sequencer import _LOCK_CLASS, Sequencer
+from trailseal.store import create_pool
+
+
+def _log(database_url: str, tenant: str) -> list[tuple[int, str, bytes, bytes, bytes]]:
+    with psycopg.connect(database_url) as conn:  # superuser: reads past RLS
+        return conn.execute(
+            "SELECT seq, id::text, canonical, leaf_hash, chain_hash FROM trailseal.events"
+            " WHERE tenant = %s ORDER BY seq",
+            (tenant,),
+        ).fetchall()
+
+
+def _assert_log_verifies(database_url: str, tenant: str, expected_ids: set[str]) -> None:
+    rows = _log(database_url, tenant)
+    assert [r[0] for r in rows] == list(range(len(rows))), "seq must run 0, 1, 2 ... gapless"
+    assert {r[1] for r in rows} == expected_ids and len(rows) == len(expected_ids)
+    previous = GENESIS_CHAIN_HASH
+    for _seq, _id, canonical, leaf, chain in rows:
+        assert bytes(leaf) == leaf_hash(bytes(canonical))
+        assert bytes(leaf) == hashlib.sha256(b"\x00" + bytes(canonical)).digest()
+        previous = chain_hash(previous, bytes(leaf))
+        assert bytes(chain) == previous
+    with psycopg.connect(database_url) as conn:
+        head = conn.execute(
+            "SELECT size, chain_hash FROM trailseal.log_heads WHERE tenant = %s", (tenant,)
+        ).fetchone()
+    assert head is not None and head[0] == len(rows) and bytes(head[1]) == previous
+
+
+async def _drain(database_url: str) -> None:
+    """Sequence until no tenant has pending events (other sequencers may hold some)."""
+    pool = create_pool(database_url, min_size=1, max_size=2)
+    await pool.open(wait=True)
+    try:
+        worker = Sequencer(pool)
+        for _ in range(500):
+            await worker.run_once()
+            if not await worker.pending_tenants():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("inbox did not drain")
+    finally:
+        await pool.close()
+
+
+def test_gapless_under_concurrent_ingest_and_competing_sequencers(client, database_url):
+    tenants = [make_tenant(database_url, f"seq{i}") for i in range(3)]
+    sent: dict[str, set[str]] = {t.name: set() for t in tenants}
+    lock = threading.Lock()
+
+    def produce(t: Tenant, rounds: int) -> None:
+        for _ in range(rounds):
+            batch = [an_event() for _ in range(25)]
+            r = client.post("/v1/events", json={"events": batch}, headers=t.auth("ingest"))
+            assert r.status_code == 202, r.text
+            with lock:
+                sent[t.name].update(r.json()["accepted"])
+
+    stop = threading.Event()
+
+    def extra_sequencers() -> None:
+        async def go() -> None:
+            pool = create_pool(database_url, min_size=2, max_size=4)
+            await pool.open(wait=True)
+            halt = asyncio.Event()
+            workers = [Sequencer(pool, batch_size=40, idle_seconds=0.01) for _ in range(2)]
+            tasks = [asyncio.create_task(w.run(halt)) for w in workers]
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+            halt.set()
+            await asyncio.gather(*tasks)
+            await pool.close()
+
+        asyncio.run(go())
+
+    sequencers = threading.Thread(target=extra_sequencers)
+    sequencers.start()
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            futures = [pool.submit(produce, t, 8) for t in tenants for _ in range(2)]
+            for future in futures:
+                future.result()
+    finally:
+        stop.set()
+        sequencers.join()
+    run(_drain(database_url))
+    for t in tenants:
+        assert len(sent[t.name]) == 2 * 8 * 25
+        _assert_log_verifies(database_url, t.name, sent[t.name])
+
+
+def test_late_commit_is_never_skipped(database_url):
+    """An event whose transaction took its inbox position first but committed last is
+    still sequenced, after the one that committed first."""
+    t = make_tenant(database_url, "late")
+
+    async def go() -> list[str]:
+        early, late = an_event(), an_event()
+        at = ingest.now()
+        async with (
+            await AsyncConnection.connect(database_url, autocommit=True) as slow,
+            await AsyncConnection.connect(database_url, autocommit=True) as fast,
+        ):
+            async with slow.transaction():
+                # Takes its inbox position now, commits only at the end of this block.
+                await ingest.write_inbox(slow, t.name, ingest.prepare([early], t.name, at), at)
+                await ingest.write_inbox(fast, t.name, ingest.prepare([late], t.name, at), at)
+                await _drain(database_url)
+                assert [r[1] for r in _log(database_url, t.name)] == [late["id"]]
+        await _drain(database_url)
+        return [str(early["id"]), str(late["id"])]
+
+    early_id, late_id = run(go())
+    assert [r[1] for r in _log(database_url, t.name)] == [late_id, early_id]
+    _assert_log_verifies(database_url, t.name, {early_id, late_id})
+
+
+def test_a_tenant_held_by_another_sequencer_is_passed_by(database_url):
+    t = make_tenant(database_url, "held")
+
+    async def go() -> None:
+        at = ingest.now()
+        pool = create_pool(database_url, min_size=1, max_size=2)
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as conn:
+                await ingest.write_inbox(conn, t.name, ingest.prepare([an_event()], t.name, at), at)
+            worker = Sequencer(pool)
+            async with await AsyncConnection.connect(database_url, autocommit=True) as holder:
+                await holder.execute(
+                    "SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, t.name)
+                )
+                assert await worker.sequence_batch(t.name) is None
+                await holder.execute(
+                    "SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, t.name)
+                )
+            batch = await worker.sequence_batch(t.name)
+            assert batch is not None and (batch.first_seq, batch.count) == (0, 1)
+        finally:
+            await pool.close()
+
+    run(go())
