@@ -59,9 +59,9 @@ def test_ingest_sequence_and_read_as_the_app_login(app_login_url, database_url):
 
 def test_the_app_login_cannot_become_the_owner(app_login_url):
     async def go() -> None:
-        async with await psycopg.AsyncConnection.connect(app_login_url, autocommit=True) as c:
-            async with scoped(c, Role.OWNER):
-                pass
+        conn = await psycopg.AsyncConnection.connect(app_login_url, autocommit=True)
+        async with conn, scoped(conn, Role.OWNER):
+            pass
 
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         run(go())

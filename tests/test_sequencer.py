@@ -114,16 +114,14 @@ def test_late_commit_is_never_skipped(database_url):
     async def go() -> list[str]:
         early, late = an_event(), an_event()
         at = ingest.now()
-        async with (
-            await AsyncConnection.connect(database_url, autocommit=True) as slow,
-            await AsyncConnection.connect(database_url, autocommit=True) as fast,
-        ):
-            async with slow.transaction():
-                # Takes its inbox position now, commits only at the end of this block.
-                await ingest.write_inbox(slow, t.name, ingest.prepare([early], t.name, at), at)
-                await ingest.write_inbox(fast, t.name, ingest.prepare([late], t.name, at), at)
-                await _drain(database_url)
-                assert [r[1] for r in _log(database_url, t.name)] == [late["id"]]
+        slow = await AsyncConnection.connect(database_url, autocommit=True)
+        fast = await AsyncConnection.connect(database_url, autocommit=True)
+        async with slow, fast, slow.transaction():
+            # The slow transaction takes its inbox position first and commits last.
+            await ingest.write_inbox(slow, t.name, ingest.prepare([early], t.name, at), at)
+            await ingest.write_inbox(fast, t.name, ingest.prepare([late], t.name, at), at)
+            await _drain(database_url)
+            assert [r[1] for r in _log(database_url, t.name)] == [late["id"]]
         await _drain(database_url)
         return [str(early["id"]), str(late["id"])]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
 from psycopg import AsyncConnection
+from pydantic import ValidationError
 
 from trailseal.errors import BadJSON, FieldProblem, InvalidInput
 from trailseal.integrity import CanonicalizationError, canonicalize, leaf_hash
@@ -91,7 +91,9 @@ def parse_body(raw: bytes) -> list[Any]:
     else:
         events = [body]
     if not events:
-        raise InvalidInput("a batch needs at least one event", [FieldProblem(None, "events", "empty")])
+        raise InvalidInput(
+            "a batch needs at least one event", [FieldProblem(None, "events", "empty")]
+        )
     if len(events) > MAX_BATCH_EVENTS:
         raise TooLarge(f"a batch holds at most {MAX_BATCH_EVENTS} events; got {len(events)}")
     return events
@@ -100,33 +102,36 @@ def parse_body(raw: bytes) -> list[Any]:
 def _join(path: str, part: str | int) -> str:
     if isinstance(part, int):
         return f"{path}[{part}]"
+    # A key holding a lone surrogate is named as its JSON escape (\ud800): the path
+    # itself must be valid UTF-8 to be answered at all.
+    part = part.encode("utf-8", "backslashreplace").decode("utf-8")
     return f"{path}.{part}" if path else part
 
 
-def json_problems(value: Any, path: str = "", depth: int = 0) -> list[str]:
-    """Why ``value`` cannot be stored and hashed exactly, as ``"path: message"`` lines:
+def json_problems(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, str]]:
+    """Why ``value`` cannot be stored and hashed exactly, as ``(path, message)`` pairs:
     NUL characters, lone surrogates, integers past ±(2**53-1), non-finite numbers,
     nesting past MAX_DEPTH."""
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
     stack: list[tuple[Any, str, int]] = [(value, path, depth)]
     while stack:
         item, where, level = stack.pop()
         if level > MAX_DEPTH:
-            found.append(f"{where or '(event)'}: nests deeper than {MAX_DEPTH} levels")
+            found.append((where, f"nests deeper than {MAX_DEPTH} levels"))
         elif isinstance(item, str):
-            found.extend(f"{where}: {msg}" for msg in _string_problems(item))
+            found.extend((where, msg) for msg in _string_problems(item))
         elif isinstance(item, bool) or item is None:
             continue
         elif isinstance(item, int):
             if abs(item) > MAX_SAFE_INTEGER:
-                found.append(f"{where}: integer outside ±(2**53-1) cannot be kept exactly")
+                found.append((where, "integer outside ±(2**53-1) cannot be kept exactly"))
         elif isinstance(item, float):
             if item != item or item in (float("inf"), float("-inf")):
-                found.append(f"{where}: number out of range")
+                found.append((where, "number out of range"))
         elif isinstance(item, dict):
             for key, child in item.items():
                 child_path = _join(where, key)
-                found.extend(f"{child_path}: key {msg}" for msg in _string_problems(key))
+                found.extend((child_path, f"key {msg}") for msg in _string_problems(key))
                 stack.append((child, child_path, level + 1))
         elif isinstance(item, list):
             stack.extend((child, _join(where, i), level + 1) for i, child in enumerate(item))
@@ -160,9 +165,9 @@ def prepare(raw_events: list[Any], tenant: str, received_at: datetime) -> list[P
         if not isinstance(raw, dict):
             problems.append(FieldProblem(index, "", "an event must be a JSON object"))
             continue
-        lines = json_problems(raw)
-        if lines:
-            problems.extend(FieldProblem(index, *line.split(": ", 1)) for line in lines)
+        unfit = json_problems(raw)
+        if unfit:
+            problems.extend(FieldProblem(index, where, message) for where, message in unfit)
             continue
         try:
             event = EventV1.model_validate(raw)
@@ -236,9 +241,10 @@ def _columns(events: list[Prepared]) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {
         name: []
         for name in (
-            "id occurred_at actor_type actor_id actor_name action target_type target_id "
-            "target_name outcome ip request_id correlation_id service canonical leaf_hash"
-        ).split()
+            "id", "occurred_at", "actor_type", "actor_id", "actor_name", "action",
+            "target_type", "target_id", "target_name", "outcome", "ip", "request_id",
+            "correlation_id", "service", "canonical", "leaf_hash",
+        )
     }
     for event in events:
         doc = event.document

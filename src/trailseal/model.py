@@ -9,10 +9,11 @@ millisecond precision, absent optional fields left out), plus ``tenant`` and
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
+from ipaddress import IPv6Address, ip_address
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +31,9 @@ ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 TYPE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
 MAX_CANONICAL_BYTES = 65_535  # fits one C2SP tile entry (uint16 length prefix)
 FUTURE_TOLERANCE = timedelta(days=1)
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
 
 
 def uuid7(unix_ms: int | None = None) -> uuid.UUID:
@@ -47,28 +51,34 @@ def _require_v7(value: uuid.UUID) -> uuid.UUID:
     return value
 
 
-def _require_text(value: Any) -> Any:
-    # Times come as RFC 3339 strings; lax parsing would also take bare numbers.
-    if not isinstance(value, str):
-        raise ValueError("must be an RFC 3339 date-time string")
+def _require_rfc3339(value: Any) -> Any:
+    # Lax parsing would also take Unix timestamps, as numbers or as digit strings.
+    if not isinstance(value, str) or not RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with offset, e.g. 2026-03-12T09:02:00Z")
     return value
 
 
 def _to_utc_ms(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must carry a time zone offset (RFC 3339), e.g. Z")
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def _valid_ip(value: str) -> str:
-    return str(ip_address(value))
+    address = ip_address(value)
+    if isinstance(address, IPv6Address) and address.scope_id:
+        raise ValueError("must not carry an IPv6 zone id (%...)")
+    return str(address)
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 LongText = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 TypeName = Annotated[str, StringConstraints(max_length=64, pattern=TYPE_PATTERN)]
-Timestamp = Annotated[datetime, BeforeValidator(_require_text), AfterValidator(_to_utc_ms)]
+Timestamp = Annotated[datetime, BeforeValidator(_require_rfc3339), AfterValidator(_to_utc_ms)]
 
 
 class _Strict(BaseModel):
@@ -155,8 +165,8 @@ class EventV1(_Strict):
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, the one time format of stored events."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    text = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.removesuffix("+00:00") + "Z"
 
 
 def _present(model: BaseModel) -> dict[str, Any]:

@@ -145,7 +145,7 @@ def test_bad_parameters_are_422_problems(client, tenant, params):
 
 
 def test_another_tenants_event_is_exactly_a_missing_one(client, seeded, other_tenant):
-    tenant, events = seeded
+    _, events = seeded
     theirs = client.get(f"/v1/events/{events[0]['id']}", headers=other_tenant.auth())
     missing = client.get(f"/v1/events/{an_event()['id']}", headers=other_tenant.auth())
     malformed = client.get("/v1/events/not-a-uuid", headers=other_tenant.auth())

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from trailseal import ingest
+from trailseal.errors import BadJSON
 from trailseal.reading.query import EventFilter, get_event, query_events, sequenced
 from trailseal.tenants import Principal
 from trailseal.web.auth import require
@@ -116,7 +117,7 @@ async def post_events(
         raw_events = ingest.parse_body(raw)
     except ingest.TooLarge as exc:
         raise Problem(413, "too-large", "Payload too large", str(exc)) from None
-    except ingest.BadJSON as exc:
+    except BadJSON as exc:
         raise Problem(400, "bad-json", "Malformed JSON", str(exc)) from None
     received_at = ingest.now()
     prepared = ingest.prepare(raw_events, who.tenant, received_at)
