@@ -112,6 +112,8 @@ def json_problems(value: Any, path: str = "", depth: int = 0) -> list[tuple[str,
     """Why ``value`` cannot be stored and hashed exactly, as ``(path, message)`` pairs:
     NUL characters, lone surrogates, integers past ±(2**53-1), non-finite numbers,
     nesting past MAX_DEPTH."""
+    if _fits(value, depth):
+        return []
     found: list[tuple[str, str]] = []
     stack: list[tuple[Any, str, int]] = [(value, path, depth)]
     while stack:
@@ -136,6 +138,25 @@ def json_problems(value: Any, path: str = "", depth: int = 0) -> list[tuple[str,
         elif isinstance(item, list):
             stack.extend((child, _join(where, i), level + 1) for i, child in enumerate(item))
     return found
+
+
+def _fits(item: Any, level: int) -> bool:
+    """True when ``json_problems`` would find nothing; quick, because it builds no paths
+    (almost every event takes only this path)."""
+    if level > MAX_DEPTH:
+        return False
+    kind = type(item)
+    if kind is str:
+        return "\x00" not in item and (item.isascii() or not _string_problems(item))
+    if kind is dict:
+        return all(_fits(k, level) and _fits(v, level + 1) for k, v in item.items())
+    if kind is list:
+        return all(_fits(v, level + 1) for v in item)
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+    if kind is float:
+        return item - item == 0.0  # false for NaN and the infinities
+    return item is None or kind is bool
 
 
 def _string_problems(text: str) -> list[str]:

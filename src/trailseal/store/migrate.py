@@ -38,9 +38,12 @@ def available() -> list[Migration]:
     """Every migration shipped with this version of trailseal, in order."""
     found = []
     for entry in resources.files("trailseal.store").joinpath("migrations").iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
         match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+        if not match:
+            raise MigrationError(f"migration file {entry.name!r} is not named NNNN_name.sql")
+        found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     if [m.version for m in found] != list(range(1, len(found) + 1)):
         raise MigrationError("migration versions must run 1, 2, 3 ... without gaps")

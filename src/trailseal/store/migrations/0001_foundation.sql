@@ -3,7 +3,8 @@
 -- Invariants live here, where a reviewer can read them:
 --   * events and event_ids are append-only: UPDATE, DELETE and TRUNCATE are refused by
 --     triggers that fire for every role, the owner and superusers included (ENABLE ALWAYS,
---     so session_replication_role = replica does not switch them off either);
+--     so session_replication_role = replica does not switch them off either); log_heads
+--     rows are moved forward but never deleted, by triggers of the same kind;
 --   * every tenant table has ROW LEVEL SECURITY enabled and FORCEd; the tenant is the
 --     transaction-local setting trailseal.tenant, and a missing setting matches no row;
 --   * each runtime role holds only the privileges its job needs:
@@ -20,6 +21,22 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', r);
         END IF;
+    END LOOP;
+    -- Roles are shared by the whole server, so they may predate this database. Take them
+    -- only as safe as the ones created above: no role that skips row-level security, no
+    -- owner that logs in, no runtime role that can become the owner.
+    FOR r IN SELECT rolname FROM pg_roles
+             WHERE rolname IN ('trailseal_owner', 'trailseal_ingest',
+                               'trailseal_sequencer', 'trailseal_reader')
+               AND (rolsuper OR rolbypassrls
+                    OR (rolname = 'trailseal_owner' AND rolcanlogin)
+                    OR (rolname <> 'trailseal_owner'
+                        AND pg_has_role(rolname, 'trailseal_owner', 'MEMBER')))
+    LOOP
+        RAISE EXCEPTION 'trailseal: the existing role % is unsafe', r
+            USING DETAIL = 'trailseal roles must not be SUPERUSER or BYPASSRLS, '
+                           'trailseal_owner must be NOLOGIN, and no runtime role may be '
+                           'a member of trailseal_owner.';
     END LOOP;
 END $$;
 
@@ -262,6 +279,10 @@ CREATE TRIGGER log_heads_no_delete BEFORE DELETE ON trailseal.log_heads
     FOR EACH ROW EXECUTE FUNCTION trailseal.refuse_change();
 CREATE TRIGGER log_heads_no_truncate BEFORE TRUNCATE ON trailseal.log_heads
     FOR EACH STATEMENT EXECUTE FUNCTION trailseal.refuse_change();
+-- ALWAYS, as for the log itself: session_replication_role = replica must not let a head
+-- be deleted (and a tenant's log restarted at seq 0).
+ALTER TABLE trailseal.log_heads ENABLE ALWAYS TRIGGER log_heads_no_delete;
+ALTER TABLE trailseal.log_heads ENABLE ALWAYS TRIGGER log_heads_no_truncate;
 
 -- Tenants with events waiting in the inbox. Probes each tenant under its own setting,
 -- so the inbox's policy holds even here.
