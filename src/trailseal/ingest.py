@@ -153,9 +153,9 @@ def _fits(item: Any, level: int) -> bool:
     if kind is list:
         return all(_fits(v, level + 1) for v in item)
     if kind is int:
-        return -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+        return bool(-MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER)
     if kind is float:
-        return item - item == 0.0  # false for NaN and the infinities
+        return bool(item - item == 0.0)  # false for NaN and the infinities
     return item is None or kind is bool
 
 
