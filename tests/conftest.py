@@ -68,14 +68,20 @@ def other_tenant(database_url: str) -> Tenant:
 
 
 @pytest.fixture(scope="session")
-def service_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API with its in-process sequencer, served by uvicorn on a free port."""
-    settings = Settings(
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The service's settings in tests: its own data dir (signing key, witness folder)."""
+    return Settings(
         database_url=database_url,
         data_dir=Path(tmp_path_factory.mktemp("data")),
+        log_origin="audit.test",
         sequencer_idle_seconds=0.05,
         pool_max_size=20,
     )
+
+
+@pytest.fixture(scope="session")
+def service_url(database_url: str, settings: Settings) -> Iterator[str]:
+    """The API with its in-process sequencer, served by uvicorn on a free port."""
     app = create_app(settings, database_url, cursor_key=secrets.token_bytes(32))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -13,7 +13,7 @@ from psycopg import sql
 from tests.support import an_event, make_tenant, run
 from trailseal import ingest
 from trailseal.reading.query import get_event
-from trailseal.sequencer import Sequencer
+from trailseal.runtime import build_sequencer
 from trailseal.store import Role, create_pool, scoped
 
 
@@ -33,7 +33,7 @@ def app_login_url(database_url):
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
-def test_ingest_sequence_and_read_as_the_app_login(app_login_url, database_url):
+def test_ingest_sequence_and_read_as_the_app_login(app_login_url, database_url, settings):
     t = make_tenant(database_url, "prod")
     event = an_event()
 
@@ -47,7 +47,7 @@ def test_ingest_sequence_and_read_as_the_app_login(app_login_url, database_url):
                     conn, t.name, ingest.prepare([event], t.name, at), at
                 )
                 assert [str(i) for i in result.accepted] == [event["id"]]
-            await Sequencer(pool).sequence_tenant(t.name)
+            await build_sequencer(pool, settings).sequence_tenant(t.name)
             async with pool.connection() as conn:
                 return await get_event(conn, t.name, uuid.UUID(str(event["id"])))
         finally:

@@ -14,7 +14,9 @@ from psycopg import AsyncConnection
 from tests.support import Tenant, an_event, make_tenant, run
 from trailseal import ingest
 from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash, leaf_hash
-from trailseal.sequencer import _LOCK_CLASS, Sequencer
+from trailseal.runtime import build_sequencer
+from trailseal.sequencer import _LOCK_CLASS
+from trailseal.settings import Settings
 from trailseal.store import create_pool
 
 
@@ -44,12 +46,12 @@ def _assert_log_verifies(database_url: str, tenant: str, expected_ids: set[str])
     assert head is not None and head[0] == len(rows) and bytes(head[1]) == previous
 
 
-async def _drain(database_url: str) -> None:
+async def _drain(database_url: str, settings: Settings) -> None:
     """Sequence until no tenant has pending events (other sequencers may hold some)."""
     pool = create_pool(database_url, min_size=1, max_size=2)
     await pool.open(wait=True)
     try:
-        worker = Sequencer(pool)
+        worker = build_sequencer(pool, settings)
         for _ in range(500):
             await worker.run_once()
             if not await worker.pending_tenants():
@@ -60,7 +62,7 @@ async def _drain(database_url: str) -> None:
         await pool.close()
 
 
-def test_gapless_under_concurrent_ingest_and_competing_sequencers(client, database_url):
+def test_gapless_under_concurrent_ingest_and_competing_sequencers(client, database_url, settings):
     tenants = [make_tenant(database_url, f"seq{i}") for i in range(3)]
     sent: dict[str, set[str]] = {t.name: set() for t in tenants}
     lock = threading.Lock()
@@ -80,7 +82,10 @@ def test_gapless_under_concurrent_ingest_and_competing_sequencers(client, databa
             pool = create_pool(database_url, min_size=2, max_size=4)
             await pool.open(wait=True)
             halt = asyncio.Event()
-            workers = [Sequencer(pool, batch_size=40, idle_seconds=0.01) for _ in range(2)]
+            tuned = settings.model_copy(
+                update={"sequencer_batch_size": 40, "sequencer_idle_seconds": 0.01}
+            )
+            workers = [build_sequencer(pool, tuned) for _ in range(2)]
             tasks = [asyncio.create_task(w.run(halt)) for w in workers]
             while not stop.is_set():
                 await asyncio.sleep(0.01)
@@ -100,13 +105,13 @@ def test_gapless_under_concurrent_ingest_and_competing_sequencers(client, databa
     finally:
         stop.set()
         sequencers.join()
-    run(_drain(database_url))
+    run(_drain(database_url, settings))
     for t in tenants:
         assert len(sent[t.name]) == 2 * 8 * 25
         _assert_log_verifies(database_url, t.name, sent[t.name])
 
 
-def test_late_commit_is_never_skipped(database_url):
+def test_late_commit_is_never_skipped(database_url, settings):
     """An event whose transaction took its inbox position first but committed last is
     still sequenced, after the one that committed first."""
     t = make_tenant(database_url, "late")
@@ -120,9 +125,9 @@ def test_late_commit_is_never_skipped(database_url):
             # The slow transaction takes its inbox position first and commits last.
             await ingest.write_inbox(slow, t.name, ingest.prepare([early], t.name, at), at)
             await ingest.write_inbox(fast, t.name, ingest.prepare([late], t.name, at), at)
-            await _drain(database_url)
+            await _drain(database_url, settings)
             assert [r[1] for r in _log(database_url, t.name)] == [late["id"]]
-        await _drain(database_url)
+        await _drain(database_url, settings)
         return [str(early["id"]), str(late["id"])]
 
     early_id, late_id = run(go())
@@ -130,7 +135,7 @@ def test_late_commit_is_never_skipped(database_url):
     _assert_log_verifies(database_url, t.name, {early_id, late_id})
 
 
-def test_a_tenant_held_by_another_sequencer_is_passed_by(database_url):
+def test_a_tenant_held_by_another_sequencer_is_passed_by(database_url, settings):
     t = make_tenant(database_url, "held")
 
     async def go() -> None:
@@ -140,7 +145,7 @@ def test_a_tenant_held_by_another_sequencer_is_passed_by(database_url):
         try:
             async with pool.connection() as conn:
                 await ingest.write_inbox(conn, t.name, ingest.prepare([an_event()], t.name, at), at)
-            worker = Sequencer(pool)
+            worker = build_sequencer(pool, settings)
             async with await AsyncConnection.connect(database_url, autocommit=True) as holder:
                 await holder.execute(
                     "SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, t.name)

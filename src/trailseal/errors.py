@@ -7,7 +7,8 @@
     ├── MigrationError          the schema cannot be brought to the code's version
     ├── NotFound                a tenant, key or event that does not exist (for this tenant)
     └── InvalidInput            input that breaks a rule; carries field-level problems
-        └── BadJSON             a body that is not acceptable JSON at all
+        ├── BadJSON             a body that is not acceptable JSON at all
+        └── OutOfRange          an index or size the log does not have
 
 The web layer turns ``InvalidInput`` into RFC 9457 problem documents; the CLI prints the
 message. Neither ever shows a traceback for these.
@@ -53,3 +54,7 @@ class InvalidInput(TrailsealError):
 
 class BadJSON(InvalidInput):
     """A request body that is not acceptable JSON (syntax, depth, numbers, encoding)."""
+
+
+class OutOfRange(InvalidInput):
+    """An index or tree size outside the log (answered with 400)."""

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg_pool import AsyncConnectionPool
+
+from trailseal.errors import ConfigurationError
+from trailseal.integrity.notes import NoteError, Signer, generate_key
+from trailseal.sequencer import Sequencer
 from trailseal.settings import Settings
 from trailseal.store import embedded, migrate
+from trailseal.witness import Witness, WormFolder
 
 
 @dataclass(frozen=True)
@@ -43,3 +50,58 @@ def resolve(settings: Settings, *, migrate_embedded: bool = True) -> Runtime:
     if migrate_embedded:
         migrate.migrate(url)
     return Runtime(url, cursor_key, embedded=True)
+
+
+def origin_host(settings: Settings) -> str:
+    """The host part of every log origin."""
+    return settings.log_origin or socket.gethostname()
+
+
+def key_name(settings: Settings) -> str:
+    """The name of the log key: ``<host>/trailseal``, the prefix of every origin."""
+    return f"{origin_host(settings)}/trailseal"
+
+
+def write_signing_key(path: Path, name: str) -> str:
+    """Create a new signing key file at ``path`` (mode 0600, never overwriting);
+    returns its verifier key."""
+    signer_key, verifier_key = generate_key(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(signer_key + "\n")
+    return verifier_key
+
+
+def load_signer(settings: Settings) -> Signer:
+    """The checkpoint signer: ``TRAILSEAL_SIGNING_KEY_FILE``, or ``<data dir>/log.key``,
+    created on first use. Only sequencing processes call this."""
+    path = settings.signing_key_file
+    if path is None:
+        path = settings.data_dir / "log.key"
+        if not path.exists():
+            write_signing_key(path, key_name(settings))
+    try:
+        return Signer.from_key(path.read_text().strip())
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the signing key {path}: {exc}") from None
+    except NoteError as exc:
+        raise ConfigurationError(f"{path} does not hold a signing key: {exc}") from None
+
+
+def witness(settings: Settings) -> Witness:
+    """Where checkpoints go besides the database."""
+    folder = WormFolder(settings.witness_dir or settings.data_dir / "witness")
+    return Witness(folder, settings.witness_url)
+
+
+def build_sequencer(pool: AsyncConnectionPool, settings: Settings) -> Sequencer:
+    """A sequencer configured from ``settings``: signing key, origin, witness, batches."""
+    return Sequencer(
+        pool,
+        load_signer(settings),
+        origin_host=origin_host(settings),
+        witness=witness(settings),
+        batch_size=settings.sequencer_batch_size,
+        idle_seconds=settings.sequencer_idle_seconds,
+    )

@@ -4,8 +4,11 @@ For one tenant at a time (a transaction-scoped advisory lock lets other sequence
 by, and the lock on the tenant's ``log_heads`` row is what makes it exclusive), one
 transaction takes up to a batch of inbox rows in arrival order, gives them the next
 gapless ``seq`` numbers, links each to the previous by ``chain_hash``, inserts them into
-``events``, deletes them from the inbox, and moves the head. Only seq numbers and hashes
-travel between Python and PostgreSQL; the event bodies never leave the server.
+``events``, deletes them from the inbox, extends the tenant's Merkle tree (new full tiles
+into ``tiles``, the right edge into ``log_heads``), signs a checkpoint of the new size, and
+moves the head. Only seq numbers and hashes travel between Python and PostgreSQL; the
+event bodies never leave the server. After the commit the checkpoint is handed to the
+witness, outside the database.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
+from trailseal.integrity.checkpoint import Checkpoint, log_origin, sign_checkpoint
+from trailseal.integrity.notes import Signer
+from trailseal.integrity.tiles import FullTile, TreeState
 from trailseal.store import Role, scoped
+from trailseal.witness import Witness
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +51,22 @@ ORDER BY c.seq
 """
 
 
+_INSERT_TILES = """
+INSERT INTO trailseal.tiles (tenant, level, idx, hashes, root)
+SELECT %(tenant)s, t.level, t.idx, t.hashes, t.root
+FROM unnest(%(level)s::smallint[], %(idx)s::bigint[], %(hashes)s::bytea[], %(root)s::bytea[])
+     AS t(level, idx, hashes, root)
+"""
+
+
 @dataclass(frozen=True)
 class Batch:
-    """What one transaction sequenced."""
+    """What one transaction sequenced, and the checkpoint it signed (None: nothing new)."""
 
     tenant: str
     first_seq: int
     count: int
+    checkpoint: str | None = None
 
 
 class _MissingPartitions(Exception):
@@ -67,13 +83,38 @@ class Sequencer:
     """Sequences every tenant's inbox; run several for failover, they never collide."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, *, batch_size: int = 1000, idle_seconds: float = 0.2
+        self,
+        pool: AsyncConnectionPool,
+        signer: Signer,
+        *,
+        origin_host: str,
+        witness: Witness | None = None,
+        batch_size: int = 1000,
+        idle_seconds: float = 0.2,
     ) -> None:
         self.pool = pool
+        self.signer = signer
+        self.origin_host = origin_host
+        self.witness = witness
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
         self.wake = asyncio.Event()
         self._months: set[tuple[int, int]] = set()
+        self._key_published = False
+
+    def origin(self, tenant: str) -> str:
+        """The checkpoint origin of ``tenant``'s log."""
+        return log_origin(self.origin_host, tenant)
+
+    async def publish_key(self) -> None:
+        """Record this sequencer's verifier key, so readers can fetch it."""
+        async with self.pool.connection() as conn, scoped(conn, Role.SEQUENCER):
+            await conn.execute(
+                "INSERT INTO trailseal.log_keys (verifier_key) VALUES (%s)"
+                " ON CONFLICT DO NOTHING",
+                (self.signer.verifier_key(),),
+            )
+        self._key_published = True
 
     async def pending_tenants(self) -> list[str]:
         """Tenants with events in the inbox."""
@@ -116,12 +157,17 @@ class Sequencer:
 
     async def sequence_batch(self, tenant: str) -> Batch | None:
         """Sequence one batch for ``tenant``. None: another sequencer holds the tenant."""
+        if not self._key_published:
+            await self.publish_key()
         async with self.pool.connection() as conn:
             try:
-                return await self._sequence_batch(conn, tenant)
+                batch = await self._sequence_batch(conn, tenant)
             except _MissingPartitions as missing:
                 await self._create_partitions(conn, missing.at)
-                return await self._sequence_batch(conn, tenant)
+                batch = await self._sequence_batch(conn, tenant)
+        if batch is not None and batch.checkpoint is not None and self.witness is not None:
+            await self.witness.publish(tenant, batch.first_seq + batch.count, batch.checkpoint)
+        return batch
 
     async def _create_partitions(self, conn: AsyncConnection, at: list[datetime]) -> None:
         async with scoped(conn, Role.SEQUENCER):
@@ -138,7 +184,7 @@ class Sequencer:
             if not row or not row[0]:
                 return None
             cur = await conn.execute(
-                "SELECT size, chain_hash FROM trailseal.log_heads"
+                "SELECT size, chain_hash, tree_size, edge FROM trailseal.log_heads"
                 " WHERE tenant = %s FOR UPDATE",
                 (tenant,),
             )
@@ -149,9 +195,10 @@ class Sequencer:
                     " VALUES (%s, 0, %s)",
                     (tenant, GENESIS_CHAIN_HASH),
                 )
-                size, previous = 0, GENESIS_CHAIN_HASH
+                size, previous, tree = 0, GENESIS_CHAIN_HASH, TreeState()
             else:
                 size, previous = head[0], bytes(head[1])
+                tree = TreeState.from_bytes(head[2], bytes(head[3]))
             cur = await conn.execute(
                 "SELECT pos, leaf_hash, received_at FROM trailseal.inbox"
                 " WHERE tenant = %s ORDER BY pos LIMIT %s",
@@ -165,12 +212,15 @@ class Sequencer:
                 raise _MissingPartitions(
                     missing, [next(r[2] for r in rows if _month(r[2]) == m) for m in missing]
                 )
+            tiles = await self._catch_up(conn, tenant, tree, size)
             positions, seqs, chains = [], [], []
             for offset, (pos, leaf, _) in enumerate(rows):
-                previous = chain_hash(previous, bytes(leaf))
+                leaf = bytes(leaf)
+                previous = chain_hash(previous, leaf)
                 positions.append(pos)
                 seqs.append(size + offset)
                 chains.append(previous)
+                tiles.extend(tree.append(leaf))
             cur = await conn.execute(
                 _MOVE, {"tenant": tenant, "pos": positions, "seq": seqs, "chain": chains}
             )
@@ -178,9 +228,42 @@ class Sequencer:
                 raise RuntimeError(
                     f"sequencer moved {cur.rowcount} of {len(rows)} rows for {tenant!r}"
                 )
+            if tiles:
+                await conn.execute(_INSERT_TILES, _tile_columns(tenant, tiles))
+            root = tree.root()
+            note = sign_checkpoint(Checkpoint(self.origin(tenant), tree.size, root), self.signer)
             await conn.execute(
-                "UPDATE trailseal.log_heads SET size = %s, chain_hash = %s, updated_at = now()"
-                " WHERE tenant = %s",
-                (size + len(rows), previous, tenant),
+                "INSERT INTO trailseal.checkpoints (tenant, size, root, note)"
+                " VALUES (%s, %s, %s, %s)",
+                (tenant, tree.size, root, note),
             )
-        return Batch(tenant, size, len(rows))
+            await conn.execute(
+                "UPDATE trailseal.log_heads SET size = %s, chain_hash = %s, tree_size = %s,"
+                " edge = %s, updated_at = now() WHERE tenant = %s",
+                (size + len(rows), previous, tree.size, tree.to_bytes(), tenant),
+            )
+        return Batch(tenant, size, len(rows), note)
+
+    async def _catch_up(
+        self, conn: AsyncConnection, tenant: str, tree: TreeState, size: int
+    ) -> list[FullTile]:
+        """Extend the tree over events sequenced before it existed (a log that predates
+        migration 0002), so it always covers the whole log."""
+        if tree.size == size:
+            return []
+        cur = await conn.execute(
+            "SELECT leaf_hash FROM trailseal.events WHERE tenant = %s AND seq >= %s"
+            " ORDER BY seq",
+            (tenant, tree.size),
+        )
+        return tree.extend(bytes(row[0]) for row in await cur.fetchall())
+
+
+def _tile_columns(tenant: str, tiles: list[FullTile]) -> dict[str, object]:
+    return {
+        "tenant": tenant,
+        "level": [t.level for t in tiles],
+        "idx": [t.index for t in tiles],
+        "hashes": [t.hashes for t in tiles],
+        "root": [t.root for t in tiles],
+    }

@@ -30,6 +30,25 @@ class Settings(BaseSettings):
         description="Key that signs pagination cursors. Unset: one is created in the "
         "data directory.",
     )
+    log_origin: str | None = Field(
+        default=None,
+        description="Host part of every log origin, <host>/trailseal/<tenant>. Unset: the "
+        "machine's host name.",
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="File holding the C2SP PRIVATE+KEY+... string that signs checkpoints "
+        "(read by the sequencer only). Unset: <data dir>/log.key, created if absent.",
+    )
+    witness_dir: Path | None = Field(
+        default=None,
+        description="Write-once folder every checkpoint is also written to. Unset: "
+        "<data dir>/witness.",
+    )
+    witness_url: str | None = Field(
+        default=None,
+        description="If set, every checkpoint is also POSTed (text/plain) to this URL.",
+    )
     pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool.")
     pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool.")
     run_sequencer: bool = Field(

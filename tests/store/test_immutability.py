@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -28,6 +29,7 @@ from tests.store.scoping import (
     refusal,
     rows,
 )
+from tests.support import an_event, make_tenant
 
 ACTORS = [*ROLES, SUPERUSER]
 ACTOR_IDS = [*ROLES, "superuser"]
@@ -38,6 +40,8 @@ REPLICA = "SET LOCAL session_replication_role = replica"
 _CHANGES = {
     "events": "SET actor_id = 'mallory', outcome = 'failure'",
     "event_ids": "SET received_at = received_at - interval '1 day'",
+    "tiles": "SET root = sha256(root)",
+    "checkpoints": "SET note = note || 'forged'",
 }
 
 
@@ -278,3 +282,32 @@ def test_every_partition_carries_the_triggers_enabled_always(su: psycopg.Connect
         assert found[partition.removeprefix("trailseal.")] == append_only, partition
     assert found["event_ids"] == {"event_ids_append_only": "A", "event_ids_no_truncate": "A"}
     assert found["log_heads"] == {"log_heads_no_delete": "A", "log_heads_no_truncate": "A"}
+
+
+@pytest.fixture(scope="module")
+def tree_log(database_url: str, service_url: str) -> str:
+    """A tenant with 300 sequenced events: one full tile and a checkpoint per batch."""
+    tenant = make_tenant(database_url, "tree")
+    with httpx.Client(base_url=service_url, timeout=30) as http:
+        for _ in range(2):
+            events = [an_event() for _ in range(150)]
+            r = http.post("/v1/events?wait=sequenced", json={"events": events},
+                          headers=tenant.auth())
+            assert r.status_code == 201, r.text
+    return tenant.name
+
+
+@pytest.mark.parametrize("op", OPERATIONS)
+@pytest.mark.parametrize("actor", ACTORS, ids=ACTOR_IDS)
+@pytest.mark.parametrize("table", ["tiles", "checkpoints"])
+def test_nobody_changes_the_tree(
+    su: psycopg.Connection, tree_log: str, table: str, actor: str | None, op: str
+) -> None:
+    query = sql.SQL("SELECT * FROM {} WHERE tenant = %s ORDER BY 2, 3").format(
+        sql.Identifier("trailseal", table)
+    )
+    before = rows(su, query, (tree_log,))
+    assert before, "the tree must have rows for the refusal to mean anything"
+    error = refusal(su, actor, tree_log, _change(op, table), _params(op, tree_log))
+    _assert_refused(error, op, by=_stopped_by(actor))
+    assert rows(su, query, (tree_log,)) == before

@@ -30,7 +30,9 @@ from tests.store.scoping import (
 from tests.support import Tenant, run
 from trailseal.tenants import create_key, revoke_key
 
-TENANT_TABLES = ("tenants", "api_keys", "event_ids", "inbox", "events", "log_heads")
+TENANT_TABLES = (
+    "tenants", "api_keys", "event_ids", "inbox", "events", "log_heads", "tiles", "checkpoints",
+)
 
 # Exactly what each runtime role is granted; anything more is a leak waiting to happen.
 GRANTS = {
@@ -40,6 +42,9 @@ GRANTS = {
         "inbox": {"SELECT", "DELETE"},
         "events": {"SELECT", "INSERT"},
         "log_heads": {"SELECT", "INSERT", "UPDATE"},
+        "tiles": {"SELECT", "INSERT"},
+        "checkpoints": {"SELECT", "INSERT"},
+        "log_keys": {"SELECT", "INSERT"},
     },
     READER: {
         "tenants": {"SELECT"},
@@ -47,6 +52,9 @@ GRANTS = {
         "event_ids": {"SELECT"},
         "events": {"SELECT"},
         "log_heads": {"SELECT"},
+        "tiles": {"SELECT"},
+        "checkpoints": {"SELECT"},
+        "log_keys": {"SELECT"},
     },
 }
 FUNCTION_GRANTS = {
@@ -140,7 +148,8 @@ def test_every_table_is_a_tenant_table_or_known_to_be_global(su: psycopg.Connect
             " AND relkind IN ('r', 'p', 'v', 'm', 'f')",
         )
     }
-    assert tables - set(_tenant_tables(su)) == {"schema_migrations"}
+    # log_keys holds public verifier keys, shared by every tenant.
+    assert tables - set(_tenant_tables(su)) == {"schema_migrations", "log_keys"}
 
 
 def test_every_tenant_table_has_policies_naming_the_tenant(su: psycopg.Connection) -> None:

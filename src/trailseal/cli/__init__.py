@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trailseal.cli import admin, service
+from trailseal.cli import admin, integrity, service
 
 app = typer.Typer(
     name="trailseal",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 service.register(app)
 admin.register(app)
+integrity.register(app)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -12,7 +13,9 @@ from rich.table import Column, Table
 
 from trailseal.cli.common import DataDir, console, fail, run_with_connection, settings
 from trailseal.errors import TrailsealError
+from trailseal.integrity.notes import NoteError
 from trailseal.model import event_json_schema
+from trailseal.runtime import key_name, write_signing_key
 from trailseal.store import embedded, migrate
 from trailseal.tenants import (
     create_key,
@@ -30,6 +33,7 @@ key_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=
 def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate_command)
     app.command("schema")(schema_command)
+    app.command("keygen")(keygen_command)
     app.add_typer(tenant_app, name="tenant")
     app.add_typer(key_app, name="key")
 
@@ -45,6 +49,25 @@ def migrate_command(data_dir: DataDir = None) -> None:
     for step in done:
         console.print(f"applied {step.version:04d}_{step.name}")
     console.print("schema is up to date" if not done else f"{len(done)} migration(s) applied")
+
+
+def keygen_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="File for the private key")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Key name [default: <TRAILSEAL_LOG_ORIGIN or host>/trailseal]"),
+    ] = None,
+) -> None:
+    """Create a checkpoint signing key (C2SP PRIVATE+KEY+... in OUTPUT, mode 0600) and
+    print its verifier key. Point TRAILSEAL_SIGNING_KEY_FILE at the file."""
+    try:
+        verifier = write_signing_key(output, name or key_name(settings()))
+    except FileExistsError:
+        raise fail(f"{output} exists; a signing key is never overwritten") from None
+    except (NoteError, OSError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"signing key written to {output}")
+    print(verifier)
 
 
 def schema_command() -> None:

@@ -15,7 +15,8 @@ from psycopg import AsyncConnection
 from trailseal.cli.common import DataDir, console, fail, runtime, settings
 from trailseal.demo import seed
 from trailseal.errors import TrailsealError
-from trailseal.sequencer import Sequencer
+from trailseal.runtime import build_sequencer
+from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import check
 from trailseal.web.app import create_app
@@ -86,13 +87,11 @@ def sequencer(
         console.print(f"sequenced {total} event(s)")
 
 
-async def _sequence(url: str, values, once: bool) -> int:  # type: ignore[no-untyped-def]
+async def _sequence(url: str, values: Settings, once: bool) -> int:
     pool = create_pool(url, min_size=1, max_size=2)
     await pool.open(wait=True)
     try:
-        worker = Sequencer(
-            pool, batch_size=values.sequencer_batch_size, idle_seconds=values.sequencer_idle_seconds
-        )
+        worker = build_sequencer(pool, values)
         if once:
             return await worker.run_once()
         stop = asyncio.Event()

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_SAFE_INTEGER", "CanonicalizationError", "canonicalize"]
+__all__ = ["MAX_SAFE_INTEGER", "CanonicalizationError", "canonicalize", "parse_canonical"]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer an IEEE 754 double holds exactly; JCS numbers are doubles."""
@@ -225,3 +225,19 @@ def _path_part(key: object) -> str | int:
 
 def _show_path(path: Path) -> str:
     return "$" + "".join(f"[{part!r}]" for part in path)
+
+
+def _double_if_large(text: str) -> int | float:
+    # JCS writes an integral double such as 1e20 as its digits; beyond 2**53 those digits
+    # can only have come from a double, so they are read back as one.
+    value = int(text)
+    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else float(value)
+
+
+def parse_canonical(data: bytes) -> Any:
+    """Parse canonical bytes so that ``canonicalize`` gives the same bytes back (for bytes
+    this module wrote). Raises ``ValueError`` for bytes that are not JSON."""
+    try:
+        return json.loads(data, parse_int=_double_if_large)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

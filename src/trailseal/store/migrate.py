@@ -76,12 +76,13 @@ def pending(conn: psycopg.Connection) -> list[Migration]:
     return [m for m in shipped if m.version not in done]
 
 
-def migrate(url: str) -> list[Migration]:
-    """Apply every pending migration; returns those applied now."""
+def migrate(url: str, target: int | None = None) -> list[Migration]:
+    """Apply every pending migration (up to version ``target``, if given); returns those
+    applied now."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK,))
         try:
-            todo = pending(conn)
+            todo = [m for m in pending(conn) if target is None or m.version <= target]
             for migration in todo:
                 with conn.transaction():
                     conn.execute(migration.sql.encode())

@@ -12,11 +12,11 @@ from fastapi.openapi.utils import get_openapi
 
 from trailseal import __version__
 from trailseal.model import EventV1
-from trailseal.sequencer import Sequencer
+from trailseal.runtime import build_sequencer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
-from trailseal.web import events, health
+from trailseal.web import events, health, log
 from trailseal.web.problems import HANDLERS
 
 
@@ -34,11 +34,7 @@ def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> Fast
         stop = asyncio.Event()
         task = None
         if settings.run_sequencer:
-            app.state.sequencer = Sequencer(
-                pool,
-                batch_size=settings.sequencer_batch_size,
-                idle_seconds=settings.sequencer_idle_seconds,
-            )
+            app.state.sequencer = build_sequencer(pool, settings)
             task = asyncio.create_task(app.state.sequencer.run(stop))
         try:
             yield
@@ -61,6 +57,7 @@ def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> Fast
     app.state.schema_version = len(available())
     app.include_router(health.router)
     app.include_router(events.router)
+    app.include_router(log.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trailseal.errors import FieldProblem, InvalidInput, NotFound
+from trailseal.errors import FieldProblem, InvalidInput, NotFound, OutOfRange
 
 PROBLEM_TYPE = "https://trailseal.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
@@ -59,6 +59,8 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidInput)
+    if isinstance(exc, OutOfRange):
+        return problem_response(request, Problem(400, "out-of-range", "Out of range", str(exc)))
     return problem_response(
         request, Problem(422, "invalid-input", "Invalid input", str(exc), exc.problems)
     )

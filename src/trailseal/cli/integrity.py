@@ -1,0 +1,163 @@
+"""``trailseal verify``: check every tenant's log (or one) against its records and the
+witnessed checkpoints. Exit 0 clean, 1 tampered, 2 could not run."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import psycopg
+import typer
+from psycopg import AsyncConnection
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from trailseal.bundle import check_bundle, export_bundle
+from trailseal.cli.common import DataDir, console, errors, fail, run_with_connection, settings
+from trailseal.errors import TrailsealError
+from trailseal.integrity.checkpoint import log_origin
+from trailseal.integrity.notes import NoteError, Verifier
+from trailseal.runtime import load_signer, origin_host, resolve, witness
+from trailseal.settings import Settings
+from trailseal.store import Role, scoped
+from trailseal.tenants import list_tenants
+from trailseal.verify import Report, verify_tenant
+
+EXIT_CLEAN, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
+
+Keys = Annotated[
+    list[str] | None,
+    typer.Option("--key", help="Verifier key to trust (repeatable) [default: the key of "
+                 "TRAILSEAL_SIGNING_KEY_FILE or <data dir>/log.key]"),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify)
+    app.command("export")(export)
+    app.command("verify-bundle")(verify_bundle)
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail(f"--{name} must be an RFC 3339 time, e.g. 2026-03-12T00:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise fail(f"--{name} needs a time zone offset, e.g. Z")
+    return parsed
+
+
+def export(
+    tenant: Annotated[str, typer.Option(help="Tenant to export")],
+    bundle: Annotated[Path, typer.Option(help="Write an offline evidence bundle (zip) here")],
+    since: Annotated[str | None, typer.Option(help="Received at or after (RFC 3339)")] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (RFC 3339)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Export an offline evidence bundle: the events' canonical bytes, the proof that ties
+    them to the signed checkpoint, the checkpoint and the verifier key."""
+    start, stop = _time(since, "since"), _time(until, "until")
+    manifest = run_with_connection(
+        settings(data_dir),
+        lambda conn: export_bundle(conn, tenant, bundle, since=start, until=stop),
+    )
+    console.print(
+        f"wrote {bundle}: seq {manifest['first']} to {manifest['end'] - 1} of {tenant}, "
+        f"checkpoint of size {manifest['size']}"
+    )
+
+
+def verify_bundle(
+    path: Annotated[Path, typer.Argument(help="The bundle (zip)")],
+    key: Annotated[list[str], typer.Option("--key", help="Verifier key to trust (repeatable)")],
+) -> None:
+    """Check a bundle offline (no database, no network) against a verifier key you trust.
+    Exit 0 verified, 1 altered or incomplete, 2 could not run."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        errors.print(f"[red]could not read the bundle:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    result = check_bundle(data, key)
+    if result.ok:
+        console.print(f"[green]verified[/green]: {result.events} events of {result.tenant}, "
+                      f"seq {result.first} to {result.end - 1}, against the signed checkpoint "
+                      f"of size {result.size}")
+        return
+    for problem in result.problems:
+        console.print(f"[red]{problem}[/red]", highlight=False)
+    raise typer.Exit(EXIT_TAMPERED)
+
+
+def _verifiers(values: Settings, keys: list[str] | None) -> list[Verifier]:
+    if keys:
+        return [Verifier.from_key(k) for k in keys]
+    path = values.signing_key_file or values.data_dir / "log.key"
+    if not path.exists():
+        raise TrailsealError(f"no verifier key: pass --key, or keep the signing key at {path}")
+    return [Verifier.from_key(load_signer(values).verifier_key())]
+
+
+def verify(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant [default: all]")] = None,
+    from_seq: Annotated[int, typer.Option("--from", min=0, help="Start at this seq")] = 0,
+    key: Keys = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Recompute canonical bytes, leaf hashes, the chain, the tiles and every checkpoint
+    signature; compare with the witnessed checkpoints; name the first bad seq and kind."""
+    values = settings(data_dir)
+    try:
+        verifiers = _verifiers(values, key)
+        target = resolve(values)
+        reports = asyncio.run(_run(target.database_url, values, verifiers, tenant, from_seq))
+    except (TrailsealError, NoteError, psycopg.Error, OSError) as exc:
+        errors.print(f"[red]could not verify:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    table = Table("tenant", "events", "checkpoints", "witnessed", "result")
+    for r in reports:
+        result = "[green]ok[/green]" if r.ok else (
+            f"[red]{r.finding.kind} at seq {r.finding.seq}[/red]: {r.finding.detail}"
+            if r.finding else ""
+        )
+        table.add_row(r.tenant, str(r.events), str(r.checkpoints), str(r.witnessed), result)
+    console.print(table)
+    for r in reports:
+        for note in r.notes:
+            console.print(f"{r.tenant}: {note}", style="yellow")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(EXIT_TAMPERED)
+
+
+async def _run(
+    url: str, values: Settings, verifiers: list[Verifier], only: str | None, from_seq: int
+) -> list[Report]:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        tenants = [only] if only is not None else await list_tenants(conn)
+        folder = witness(values).folder
+        reports = []
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            for tenant in tenants:
+                size = await _size(conn, tenant)
+                task = bar.add_task(f"verifying {tenant}", total=size)
+                reports.append(await verify_tenant(
+                    conn, tenant, verifiers,
+                    origin=log_origin(origin_host(values), tenant), witness=folder,
+                    from_seq=from_seq,
+                    progress=lambda n, task=task: bar.update(task, completed=n),  # type: ignore[misc]
+                ))
+        return reports
+
+
+async def _size(conn: AsyncConnection, tenant: str) -> int:
+    async with scoped(conn, Role.OWNER, tenant):
+        cur = await conn.execute(
+            "SELECT size FROM trailseal.log_heads WHERE tenant = %s", (tenant,))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,172 @@
+"""Reading a tenant's Merkle tree: checkpoints, C2SP tiles and entry bundles, proofs,
+receipts.
+
+Full tiles come from ``tiles``; the partial tiles of the right edge from ``log_heads``
+(both written by the sequencer in one transaction, and read here in one transaction, so
+they always describe the same tree). Proofs are planned by the pure core, which names the
+nodes it needs; this module fetches those nodes' tiles and hands the hashes back.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from trailseal.errors import OutOfRange
+from trailseal.integrity.proofs import NodeID, assemble, plan_consistency, plan_inclusion
+from trailseal.integrity.tiles import TILE_WIDTH, TreeState, subtree_root, tile_for_node
+from trailseal.reading.query import get_event
+from trailseal.store import Role, scoped
+
+HASH = 32
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """A signed checkpoint as stored."""
+
+    size: int
+    root: bytes
+    note: str
+
+
+class Tree:
+    """One tenant's tree as of one reader transaction."""
+
+    def __init__(self, conn: AsyncConnection, tenant: str, state: TreeState) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.state = state
+
+    @property
+    def size(self) -> int:
+        return self.state.size
+
+    async def tile(self, level: int, index: int, width: int) -> bytes | None:
+        """The first ``width`` hashes of tile (level, index), or None if the tree does not
+        have that many yet."""
+        cur = await self.conn.execute(
+            "SELECT hashes FROM trailseal.tiles WHERE tenant = %s AND level = %s AND idx = %s",
+            (self.tenant, level, index),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return bytes(row[0])[: width * HASH]
+        if level < len(self.state.edge) and index == self.size // TILE_WIDTH ** (level + 1):
+            edge = self.state.edge[level]
+            if width <= len(edge):
+                return b"".join(edge[:width])
+        return None
+
+    async def entries(self, index: int, width: int) -> bytes | None:
+        """The C2SP entry bundle of tile ``index``: each event's canonical bytes after a
+        big-endian uint16 length. None if the log does not hold ``width`` of them."""
+        first = index * TILE_WIDTH
+        if first + width > self.size:
+            return None
+        cur = await self.conn.execute(
+            "SELECT canonical FROM trailseal.events WHERE tenant = %s AND seq >= %s"
+            " AND seq < %s ORDER BY seq",
+            (self.tenant, first, first + width),
+        )
+        rows = await cur.fetchall()
+        if len(rows) != width:
+            return None
+        return b"".join(len(r[0]).to_bytes(2, "big") + bytes(r[0]) for r in rows)
+
+    async def node_hashes(self, nodes: list[NodeID]) -> dict[NodeID, bytes]:
+        """The hashes of perfect subtrees, read from the tiles that hold them."""
+        wanted: dict[tuple[int, int], list[tuple[NodeID, int, int]]] = defaultdict(list)
+        for node in nodes:
+            level, index, offset, count = tile_for_node(node)
+            wanted[(level, index)].append((node, offset, count))
+        found: dict[NodeID, bytes] = {}
+        for (level, index), parts in wanted.items():
+            data = await self.tile(level, index, TILE_WIDTH)
+            if data is None:  # the partial tile at the right edge
+                data = await self.tile(level, index, len(self.state.edge[level]))
+            if data is None:
+                raise OutOfRange(f"the tree has no tile {level}/{index}")
+            hashes = [data[i : i + HASH] for i in range(0, len(data), HASH)]
+            for node, offset, count in parts:
+                found[node] = subtree_root(hashes[offset : offset + count])
+        return found
+
+    def _check_size(self, size: int, name: str) -> None:
+        if not 1 <= size <= self.size:
+            raise OutOfRange(f"{name} must be between 1 and the log's size, {self.size}")
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The RFC 6962 inclusion proof of leaf ``index`` in the tree of ``size``."""
+        self._check_size(size, "size")
+        if not 0 <= index < size:
+            raise OutOfRange(f"index must be between 0 and size - 1, {size - 1}")
+        plan = plan_inclusion(index, size)
+        return assemble(plan, await self.node_hashes(plan.node_ids()))
+
+    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """The RFC 6962 consistency proof from the tree of ``size1`` to that of ``size2``."""
+        self._check_size(size2, "to")
+        if not 1 <= size1 <= size2:
+            raise OutOfRange(f"from must be between 1 and to, {size2}")
+        plan = plan_consistency(size1, size2)
+        return assemble(plan, await self.node_hashes(plan.node_ids()))
+
+
+async def open_tree(conn: AsyncConnection, tenant: str) -> Tree:
+    """The tenant's tree as of now; call inside a reader transaction."""
+    cur = await conn.execute(
+        "SELECT tree_size, edge FROM trailseal.log_heads WHERE tenant = %s", (tenant,)
+    )
+    row = await cur.fetchone()
+    state = TreeState() if row is None else TreeState.from_bytes(row[0], bytes(row[1]))
+    return Tree(conn, tenant, state)
+
+
+async def latest_checkpoint(conn: AsyncConnection, tenant: str) -> CheckpointRow | None:
+    """The newest signed checkpoint of ``tenant``."""
+    cur = await conn.execute(
+        "SELECT size, root, note FROM trailseal.checkpoints WHERE tenant = %s"
+        " ORDER BY size DESC LIMIT 1",
+        (tenant,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else CheckpointRow(row[0], bytes(row[1]), row[2])
+
+
+async def verifier_keys(conn: AsyncConnection) -> list[str]:
+    """Every verifier key checkpoints have been signed with."""
+    cur = await conn.execute("SELECT verifier_key FROM trailseal.log_keys ORDER BY created_at")
+    return [row[0] for row in await cur.fetchall()]
+
+
+def b64(hashes: list[bytes]) -> list[str]:
+    return [base64.b64encode(h).decode() for h in hashes]
+
+
+async def receipt(
+    conn: AsyncConnection, tenant: str, event_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """An event with everything needed to check it offline: its inclusion proof against
+    the latest signed checkpoint, and that checkpoint."""
+    event = await get_event(conn, tenant, event_id)
+    if event is None:
+        return None
+    async with scoped(conn, Role.READER, tenant):
+        checkpoint = await latest_checkpoint(conn, tenant)
+        tree = await open_tree(conn, tenant)
+        if checkpoint is None or tree.size != checkpoint.size:
+            return None
+        proof = await tree.inclusion_proof(event["seq"], checkpoint.size)
+    return {
+        "event": event,
+        "seq": event["seq"],
+        "leaf_hash": event["leaf_hash"],
+        "inclusion_proof": {"index": event["seq"], "size": checkpoint.size, "hashes": b64(proof)},
+        "checkpoint": checkpoint.note,
+    }

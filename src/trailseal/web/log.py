@@ -1,0 +1,125 @@
+"""``/v1/log``: the tenant's log as C2SP tlog-tiles (checkpoint, tiles, entry bundles),
+its verifier keys, and RFC 6962 proofs; ``/v1/events/{id}/receipt``.
+
+A tlog-tiles client given ``<base>/v1/log/`` and the bearer token reads the tenant's log,
+recomputes the root and checks the checkpoint signature with the key from ``/v1/log/key``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel
+
+from trailseal.integrity.tiles import parse_tile_path
+from trailseal.reading.tree import b64, latest_checkpoint, open_tree, receipt, verifier_keys
+from trailseal.store import Role, transaction
+from trailseal.tenants import Principal
+from trailseal.web.auth import require
+from trailseal.web.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["log"])
+
+_IMMUTABLE = {"Cache-Control": "private, max-age=31536000, immutable"}
+_SHORT = {"Cache-Control": "private, no-cache"}
+
+
+class InclusionProof(BaseModel):
+    index: int
+    size: int
+    hashes: list[str]
+
+
+def _no_checkpoint() -> Problem:
+    return Problem(404, "not-found", "Not found", "this log has no checkpoint yet")
+
+
+@router.get("/log/checkpoint", response_class=PlainTextResponse,
+            summary="The latest signed checkpoint (C2SP tlog-checkpoint)")
+async def checkpoint(
+    request: Request, who: Annotated[Principal, Depends(require("read"))]
+) -> Response:
+    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
+        found = await latest_checkpoint(conn, who.tenant)
+    if found is None:
+        raise _no_checkpoint()
+    return PlainTextResponse(found.note, headers=_SHORT)
+
+
+@router.get("/log/key", response_class=PlainTextResponse,
+            summary="The verifier key(s) checkpoints are signed with, one per line")
+async def key(request: Request, who: Annotated[Principal, Depends(require("read"))]) -> Response:
+    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
+        keys = await verifier_keys(conn)
+    return PlainTextResponse("".join(k + "\n" for k in keys), headers=_SHORT)
+
+
+@router.get("/log/tile/{path:path}", summary="A C2SP tile or entry bundle",
+            responses={200: {"content": {"application/octet-stream": {}}}})
+async def tile(
+    request: Request, path: str, who: Annotated[Principal, Depends(require("read"))]
+) -> Response:
+    """``tile/<L>/<N>[.p/<W>]`` (hashes) or ``tile/entries/<N>[.p/<W>]`` (each event's
+    canonical bytes after a big-endian uint16 length)."""
+    try:
+        ref = parse_tile_path("tile/" + path)
+    except ValueError as exc:
+        raise Problem(404, "not-found", "Not found", f"no such tile: {exc}") from None
+    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
+        tree = await open_tree(conn, who.tenant)
+        if ref.level is None:
+            data = await tree.entries(ref.index, ref.width)
+        else:
+            data = await tree.tile(ref.level, ref.index, ref.width)
+    if data is None:
+        raise Problem(404, "not-found", "Not found", "the log has no such tile (yet)")
+    return Response(data, media_type="application/octet-stream", headers=_IMMUTABLE)
+
+
+@router.get("/log/proof/inclusion", response_model=InclusionProof,
+            summary="RFC 6962 inclusion proof of leaf `index` in the tree of `size`")
+async def inclusion(
+    request: Request,
+    who: Annotated[Principal, Depends(require("read"))],
+    index: int,
+    size: int,
+) -> Any:
+    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
+        tree = await open_tree(conn, who.tenant)
+        proof = await tree.inclusion_proof(index, size)
+    return {"index": index, "size": size, "hashes": b64(proof)}
+
+
+@router.get("/log/proof/consistency",
+            summary="RFC 6962 consistency proof from the tree of `from` to that of `to`")
+async def consistency(
+    request: Request,
+    who: Annotated[Principal, Depends(require("read"))],
+    from_: Annotated[int, Query(alias="from")],
+    to: int,
+) -> Any:
+    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
+        tree = await open_tree(conn, who.tenant)
+        proof = await tree.consistency_proof(from_, to)
+    return {"from": from_, "to": to, "hashes": b64(proof)}
+
+
+@router.get("/events/{event_id}/receipt",
+            summary="An event with its inclusion proof and the checkpoint it verifies against")
+async def event_receipt(
+    request: Request, event_id: str, who: Annotated[Principal, Depends(require("read"))]
+) -> Any:
+    try:
+        parsed = uuid.UUID(event_id)
+    except ValueError:
+        parsed = None
+    found = None
+    if parsed is not None:
+        async with request.app.state.pool.connection() as conn:
+            found = await receipt(conn, who.tenant, parsed)
+    if found is None:
+        raise Problem(404, "not-found", "Not found", "no such event")
+    return found

@@ -1,0 +1,73 @@
+"""Upgrading a populated database: a log sequenced before the tree existed (migration
+0001 only) gets its tiles and checkpoints when the sequencer next runs, and verifies."""
+
+from __future__ import annotations
+
+import secrets
+
+import psycopg
+from psycopg import AsyncConnection, sql
+
+from tests.support import an_event, run
+from trailseal import ingest
+from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
+from trailseal.integrity.checkpoint import log_origin
+from trailseal.runtime import build_sequencer, load_signer
+from trailseal.store import create_pool, migrate
+from trailseal.tenants import create_tenant
+from trailseal.verify import verify_tenant
+
+
+def test_a_log_from_before_the_tree_is_caught_up(database_url, settings):
+    name = f"trailseal_upgrade_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
+    try:
+        assert [m.version for m in migrate.migrate(url, target=1)] == [1]
+        at = ingest.now()
+        old = ingest.prepare([an_event() for _ in range(300)], "legacy", at)
+        with psycopg.connect(url, autocommit=True) as conn:  # the log as 0001 left it
+            run(_tenant(url))
+            chain = GENESIS_CHAIN_HASH
+            for seq, event in enumerate(old):
+                chain = chain_hash(chain, event.leaf_hash)
+                conn.execute(
+                    "INSERT INTO trailseal.events (tenant, seq, id, occurred_at, received_at,"
+                    " actor_type, actor_id, action, target_type, target_id, outcome, canonical,"
+                    " leaf_hash, chain_hash) VALUES ('legacy', %s, %s, %s, %s, 'user', 'u_1',"
+                    " 'user.login.succeeded', 'user', 'u_1', 'success', %s, %s, %s)",
+                    (seq, event.id, at, at, event.canonical, event.leaf_hash, chain))
+            conn.execute("INSERT INTO trailseal.log_heads (tenant, size, chain_hash)"
+                         " VALUES ('legacy', 300, %s)", (chain,))
+        assert [m.version for m in migrate.migrate(url)] == [2]
+        run(_ingest_and_sequence(url, settings))
+        report = run(_verify(url, settings))
+        assert report.ok, report.finding
+        assert (report.events, report.checkpoints) == (301, 1)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def _tenant(url: str) -> None:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await create_tenant(conn, "legacy")
+
+
+async def _ingest_and_sequence(url: str, settings) -> None:
+    pool = create_pool(url, min_size=1, max_size=2)
+    await pool.open(wait=True)
+    try:
+        at = ingest.now()
+        async with pool.connection() as conn:
+            await ingest.write_inbox(conn, "legacy", ingest.prepare([an_event()], "legacy", at), at)
+        assert await build_sequencer(pool, settings).sequence_tenant("legacy") == 1
+    finally:
+        await pool.close()
+
+
+async def _verify(url: str, settings):
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return await verify_tenant(conn, "legacy", [load_signer(settings).verifier()],
+                                   origin=log_origin("audit.test", "legacy"))

@@ -1,0 +1,179 @@
+"""The tree over HTTP, read as a C2SP tlog-tiles client would: signed checkpoints, tiles
+and entry bundles that recompute the root, proofs that verify, receipts, witness copies."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import stat
+
+import pytest
+
+from tests.support import an_event
+from trailseal.integrity import leaf_hash
+from trailseal.integrity.checkpoint import open_checkpoint
+from trailseal.integrity.notes import Verifier
+from trailseal.integrity.proofs import verify_consistency, verify_inclusion
+from trailseal.integrity.receipt import ReceiptError, verify_receipt
+from trailseal.integrity.tiles import TreeState, entries_path, partial_tiles, tile_path
+from trailseal.witness import WormFolder, checkpoint_name
+
+
+def _post(client, tenant, n: int, batch: int = 250) -> list[dict]:
+    sent = []
+    for start in range(0, n, batch):
+        events = [an_event() for _ in range(min(batch, n - start))]
+        r = client.post("/v1/events?wait=sequenced", json={"events": events},
+                        headers=tenant.auth("ingest"))
+        assert r.status_code == 201, r.text
+        sent += events
+    return sent
+
+
+def _verifiers(client, tenant) -> list[Verifier]:
+    r = client.get("/v1/log/key", headers=tenant.auth("read"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return [Verifier.from_key(line) for line in r.text.splitlines()]
+
+
+def _checkpoint(client, tenant):
+    r = client.get("/v1/log/checkpoint", headers=tenant.auth("read"))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    return r.text, open_checkpoint(r.text, _verifiers(client, tenant))
+
+
+@pytest.fixture
+def grown(client, tenant):
+    """A log of 700 events: two full level-0 tiles, partials at levels 0 and 1."""
+    return tenant, _post(client, tenant, 700)
+
+
+def _get_bytes(client, tenant, path: str) -> bytes:
+    r = client.get(f"/v1/log/{path}", headers=tenant.auth("read"))
+    assert r.status_code == 200, (path, r.text)
+    assert r.headers["content-type"] == "application/octet-stream"
+    return r.content
+
+
+def test_a_tiles_client_recomputes_the_signed_root(client, grown):
+    tenant, sent = grown
+    _, checkpoint = _checkpoint(client, tenant)
+    assert checkpoint.size == 700
+    assert checkpoint.origin.endswith(f"/trailseal/{tenant.name}")
+    # Entry bundles: uint16 big-endian length, then canonical bytes hashing to the leaf.
+    leaves, ids = [], []
+    for index, width in ((0, None), (1, None), (2, 700 - 512)):
+        data = _get_bytes(client, tenant, entries_path(index, width))
+        while data:
+            length = int.from_bytes(data[:2], "big")
+            entry, data = data[2 : 2 + length], data[2 + length :]
+            leaves.append(leaf_hash(entry))
+            ids.append(json.loads(entry)["id"])
+    assert ids == [e["id"] for e in sent]
+    # Level-0 tiles hold exactly those leaf hashes.
+    level0 = _get_bytes(client, tenant, tile_path(0, 0))
+    level0 += _get_bytes(client, tenant, tile_path(0, 1))
+    level0 += _get_bytes(client, tenant, tile_path(0, 2, 700 - 512))
+    assert [level0[i : i + 32] for i in range(0, len(level0), 32)] == leaves
+    # The right edge (partial tiles) alone gives the signed root.
+    edge = {level: _get_bytes(client, tenant, tile_path(level, index, width))
+            for level, index, width in partial_tiles(700)}
+    tree = TreeState()
+    tree.extend(leaves)
+    assert tree.root() == checkpoint.root_hash
+    assert edge[0] == b"".join(tree.edge[0]) and edge[1] == b"".join(tree.edge[1])
+
+
+@pytest.mark.parametrize("path", [
+    "tile/0/003", "tile/0/002.p/189", "tile/1/000", "tile/1/001.p/1", "tile/entries/002.p/189",
+    "tile/0/x001/000", "tile/0/2", "tile/0/000.p/0", "tile/9/000", "tile/entries/003",
+])
+def test_tiles_the_log_does_not_have_are_404(client, grown, path):
+    tenant, _ = grown
+    r = client.get(f"/v1/log/{path}", headers=tenant.auth("read"))
+    assert r.status_code == 404, path
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_inclusion_and_consistency_proofs_verify(client, grown):
+    tenant, sent = grown
+    _, checkpoint = _checkpoint(client, tenant)
+    for index in (0, 1, 255, 256, 511, 699):
+        r = client.get("/v1/log/proof/inclusion", params={"index": index, "size": 700},
+                       headers=tenant.auth("read"))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["index"], body["size"]) == (index, 700)
+        event = client.get(f"/v1/events/{sent[index]['id']}", headers=tenant.auth()).json()
+        proof = [base64.b64decode(h) for h in body["hashes"]]
+        verify_inclusion(bytes.fromhex(event["leaf_hash"]), index, 700, proof,
+                         checkpoint.root_hash)
+    # Consistency from an older checkpoint (the log after its first batch of 250).
+    old = TreeState()
+    for e in sent[:250]:
+        got = client.get(f"/v1/events/{e['id']}", headers=tenant.auth()).json()
+        old.append(bytes.fromhex(got["leaf_hash"]))
+    r = client.get("/v1/log/proof/consistency", params={"from": 250, "to": 700},
+                   headers=tenant.auth("read"))
+    assert r.status_code == 200, r.text
+    assert (r.json()["from"], r.json()["to"]) == (250, 700)
+    verify_consistency(250, 700, [base64.b64decode(h) for h in r.json()["hashes"]],
+                       old.root(), checkpoint.root_hash)
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("inclusion", {"index": 700, "size": 700}),
+    ("inclusion", {"index": 0, "size": 701}),
+    ("inclusion", {"index": -1, "size": 10}),
+    ("inclusion", {"index": 0, "size": 0}),
+    ("consistency", {"from": 0, "to": 10}),
+    ("consistency", {"from": 20, "to": 10}),
+    ("consistency", {"from": 1, "to": 701}),
+])
+def test_out_of_range_proofs_are_400(client, grown, path, params):
+    tenant, _ = grown
+    r = client.get(f"/v1/log/proof/{path}", params=params, headers=tenant.auth("read"))
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["type"].endswith("/out-of-range") and body["detail"]
+
+
+def test_receipt_verifies_offline_and_catches_edits(client, grown):
+    tenant, sent = grown
+    r = client.get(f"/v1/events/{sent[300]['id']}/receipt", headers=tenant.auth("read"))
+    assert r.status_code == 200, r.text
+    receipt = r.json()
+    keys = client.get("/v1/log/key", headers=tenant.auth("read")).text.split()
+    checked = verify_receipt(receipt, keys)
+    assert (checked.seq, checked.size) == (300, 700)
+    forged = dict(receipt, event=dict(receipt["event"], action="user.deleted.everything"))
+    with pytest.raises(ReceiptError):
+        verify_receipt(forged, keys)
+    moved = dict(receipt, inclusion_proof=dict(receipt["inclusion_proof"], index=301))
+    with pytest.raises(ReceiptError):
+        verify_receipt(moved, keys)
+    other = client.get(f"/v1/events/{sent[300]['id']}/receipt", headers={"Authorization": "x"})
+    assert other.status_code == 401
+
+
+def test_every_checkpoint_is_witnessed_write_once(client, grown, settings):
+    tenant, _ = grown
+    note, checkpoint = _checkpoint(client, tenant)
+    folder = WormFolder(settings.data_dir / "witness")
+    path = folder.root / checkpoint_name(tenant.name, checkpoint.size)
+    assert path.read_text() == note
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert folder.put(checkpoint_name(tenant.name, checkpoint.size), note.encode()) is False
+    with pytest.raises(FileExistsError):
+        folder.put(checkpoint_name(tenant.name, checkpoint.size), b"another root\n")
+    sizes = [int(n.rsplit("/", 1)[1]) for n in folder.names(f"{tenant.name}/checkpoints")]
+    assert sizes == [250, 500, 700]
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(note.encode()).digest()
+
+
+def test_empty_log_has_no_checkpoint_yet(client, other_tenant):
+    r = client.get("/v1/log/checkpoint", headers=other_tenant.auth("read"))
+    assert r.status_code == 404
+    assert client.get("/v1/log/tile/0/000.p/1", headers=other_tenant.auth()).status_code == 404
