@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck schema clean
+.PHONY: run test lint typecheck schema clean system-packages
+
+# Debian packages the test suite uses: Go and golang.org/x/mod, whose reference tlog and
+# note packages read our logs as any standard tlog-tiles client would.
+SYSTEM_PACKAGES := golang-go golang-golang-x-mod-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -18,8 +23,13 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/trailseal serve --demo
 
-test: $(VENV)/.installed lint typecheck
+test: $(VENV)/.installed system-packages lint typecheck
 	$(BIN)/python -m pytest -q
+
+system-packages:
+	@command -v go >/dev/null && [ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ] || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests

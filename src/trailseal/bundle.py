@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,8 +63,8 @@ async def export_bundle(
             raise NotFound(f"tenant {tenant!r} has no checkpoint yet")
         cur = await conn.execute(
             "SELECT min(seq), max(seq) FROM trailseal.events WHERE tenant = %s"
-            " AND received_at >= coalesce(%s, '-infinity')"
-            " AND received_at < coalesce(%s, 'infinity')"
+            " AND received_at >= coalesce(%s::timestamptz, '-infinity')"
+            " AND received_at < coalesce(%s::timestamptz, 'infinity')"
             " AND seq < %s",
             (tenant, since, until, checkpoint.size),
         )
@@ -90,23 +91,30 @@ async def export_bundle(
             "until": until.isoformat() if until else None,
         }
         leaves: list[bytes] = []
-        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-            archive.writestr("checkpoint", checkpoint.note)
-            archive.writestr("key", "".join(k + "\n" for k in keys))
-            with archive.open("entries.jsonl", "w", force_zip64=True) as entries:
-                async with conn.cursor(name="trailseal_bundle") as rows:
-                    await rows.execute(
-                        "SELECT canonical, leaf_hash FROM trailseal.events WHERE tenant = %s"
-                        " AND seq >= %s AND seq < %s ORDER BY seq",
-                        (tenant, first, end),
-                    )
-                    async for canonical, leaf in rows:
-                        entries.write(bytes(canonical) + b"\n")
-                        leaves.append(bytes(leaf))
-            archive.writestr("proof.json", json.dumps({
-                "leaf_hashes": b64(leaves), "prefix": b64(prefix), "consistency": b64(consistency),
-            }))
+        # Written aside and renamed into place: a failed export leaves no half bundle.
+        partial = out.with_name(out.name + ".partial")
+        try:
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr("manifest.json", json.dumps(manifest, indent=2))
+                archive.writestr("checkpoint", checkpoint.note)
+                archive.writestr("key", "".join(k + "\n" for k in keys))
+                with archive.open("entries.jsonl", "w", force_zip64=True) as entries:
+                    async with conn.cursor(name="trailseal_bundle") as rows:
+                        await rows.execute(
+                            "SELECT canonical, leaf_hash FROM trailseal.events WHERE tenant = %s"
+                            " AND seq >= %s AND seq < %s ORDER BY seq",
+                            (tenant, first, end),
+                        )
+                        async for canonical, leaf in rows:
+                            entries.write(bytes(canonical) + b"\n")
+                            leaves.append(bytes(leaf))
+                proof = {"leaf_hashes": b64(leaves), "prefix": b64(prefix),
+                         "consistency": b64(consistency)}
+                archive.writestr("proof.json", json.dumps(proof))
+            os.replace(partial, out)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     return manifest
 
 
