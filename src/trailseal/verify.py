@@ -25,10 +25,10 @@ from enum import StrEnum
 
 from psycopg import AsyncConnection
 
-from trailseal.integrity import GENESIS_CHAIN_HASH, canonicalize
+from trailseal.integrity import GENESIS_CHAIN_HASH
 from trailseal.integrity import chain_hash as next_chain_hash
 from trailseal.integrity import leaf_hash as compute_leaf_hash
-from trailseal.integrity.canonical import parse_canonical
+from trailseal.integrity.canonical import is_canonical
 from trailseal.integrity.checkpoint import CheckpointError, open_checkpoint
 from trailseal.integrity.notes import NoteError, Verifier
 from trailseal.integrity.tiles import TILE_WIDTH, TreeState
@@ -78,15 +78,6 @@ class Report:
         """Keep the earliest finding by seq."""
         if self.finding is None or seq < self.finding.seq:
             self.finding = Finding(seq, kind, detail)
-
-
-def recanonicalize(canonical: bytes) -> bytes | None:
-    """The canonical form of the stored bytes, or None if they are not JSON we could have
-    stored."""
-    try:
-        return canonicalize(parse_canonical(canonical))
-    except ValueError:  # CanonicalizationError is one
-        return None
 
 
 @dataclass(frozen=True)
@@ -243,7 +234,7 @@ async def _verify(
             leaf = compute_leaf_hash(row.canonical)
             if (
                 leaf != row.leaf_hash
-                or recanonicalize(row.canonical) != row.canonical
+                or not is_canonical(row.canonical)
                 or leaf != await expected.leaf(seq)
             ):
                 pending.append(row)

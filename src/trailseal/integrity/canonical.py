@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import json.encoder
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_SAFE_INTEGER", "CanonicalizationError", "canonicalize", "parse_canonical"]
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "CanonicalizationError",
+    "canonicalize",
+    "is_canonical",
+    "parse_canonical",
+]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer an IEEE 754 double holds exactly; JCS numbers are doubles."""
@@ -241,3 +248,39 @@ def parse_canonical(data: bytes) -> Any:
         return json.loads(data, parse_int=_double_if_large)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def is_canonical(data: bytes) -> bool:
+    """True when ``data`` is exactly the RFC 8785 form of the JSON value it holds.
+
+    Most stored events hold no number that is not an integer and no character outside the
+    Basic Multilingual Plane; for those, CPython's C encoder (sorted keys, no spaces, no
+    ASCII escaping) writes exactly JCS: the same string escapes, integers, and key order
+    (code points and UTF-16 units order BMP keys alike). Anything else takes the full
+    canonicalisation.
+    """
+    simple = True
+
+    def number(text: str) -> int | float:
+        nonlocal simple
+        value = _double_if_large(text)
+        simple = simple and type(value) is int
+        return value
+
+    def fraction(text: str) -> float:
+        nonlocal simple
+        simple = False
+        return float(text)
+
+    try:
+        value = json.loads(data, parse_int=number, parse_float=fraction)
+        if simple and (data.isascii() or not _ASTRAL.search(data)):
+            text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            return text.encode("utf-8") == data
+        return canonicalize(value) == data
+    except (ValueError, RecursionError):  # bad JSON, lone surrogates, no JCS form
+        return False
+
+
+# Lead bytes of 4-byte UTF-8 sequences: characters outside the Basic Multilingual Plane.
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")
