@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from trailseal.cli.common import DataDir, console, fail, runtime, settings
 from trailseal.demo import seed
 from trailseal.errors import TrailsealError
-from trailseal.runtime import build_sequencer
+from trailseal.runtime import build_sequencer, load_signer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import check
@@ -43,6 +43,9 @@ def serve(
         if demo:
             key = asyncio.run(_seed(target.database_url))
             _announce_demo(host, port, key.token)
+        if values.run_sequencer:
+            console.print(f"checkpoints are signed by: {load_signer(values).verifier_key()}",
+                          highlight=False)
     except (TrailsealError, psycopg.Error) as exc:
         raise fail(str(exc)) from None
     app = create_app(values, target.database_url, target.cursor_key)
