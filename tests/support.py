@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
-from trailseal.model import uuid7
+from trailseal.ids import uuid7
 from trailseal.tenants import SCOPES, create_key, create_tenant
 
 

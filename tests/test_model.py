@@ -3,7 +3,8 @@
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from trailseal.model import EventV1, format_time, stored_document, uuid7
+from trailseal.ids import uuid7
+from trailseal.model import EventV1, format_time, stored_document
 
 
 def test_uuid7_layout():

@@ -18,23 +18,23 @@ from trailseal.store import Role, create_pool, scoped
 
 
 @pytest.fixture
-def app_login_url(database_url):
+def app_login_url(own_database):
     name = f"trailseal_app_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(own_database, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
         conn.execute(
             sql.SQL("GRANT trailseal_ingest, trailseal_sequencer, trailseal_reader TO {}").format(
                 sql.Identifier(name)
             )
         )
-    yield psycopg.conninfo.make_conninfo(database_url, user=name)
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    yield psycopg.conninfo.make_conninfo(own_database, user=name)
+    with psycopg.connect(own_database, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
-def test_ingest_sequence_and_read_as_the_app_login(app_login_url, database_url, settings):
-    t = make_tenant(database_url, "prod")
+def test_ingest_sequence_and_read_as_the_app_login(app_login_url, own_database, settings):
+    t = make_tenant(own_database, "prod")
     event = an_event()
 
     async def go() -> dict | None:
@@ -47,7 +47,7 @@ def test_ingest_sequence_and_read_as_the_app_login(app_login_url, database_url, 
                     conn, t.name, ingest.prepare([event], t.name, at), at
                 )
                 assert [str(i) for i in result.accepted] == [event["id"]]
-            await build_sequencer(pool, settings).sequence_tenant(t.name)
+            assert await build_sequencer(pool, settings).sequence_tenant(t.name) == 1
             async with pool.connection() as conn:
                 return await get_event(conn, t.name, uuid.UUID(str(event["id"])))
         finally:

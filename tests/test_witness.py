@@ -41,15 +41,15 @@ async def _sequence_one(database_url, settings, tenant: str):
         await pool.close()
 
 
-def test_checkpoints_are_posted_to_the_witness(database_url, settings, tmp_path):
+def test_checkpoints_are_posted_to_the_witness(own_database, settings, tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Witness)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/add-checkpoint"
         configured = settings.model_copy(update={"witness_url": url, "witness_dir": tmp_path})
-        tenant = make_tenant(database_url, "wit")
-        batch, witness = run(_sequence_one(database_url, configured, tenant.name))
+        tenant = make_tenant(own_database, "wit")
+        batch, witness = run(_sequence_one(own_database, configured, tenant.name))
     finally:
         server.shutdown()
     assert batch is not None and witness is not None and witness.failures == 0
@@ -60,11 +60,11 @@ def test_checkpoints_are_posted_to_the_witness(database_url, settings, tmp_path)
     assert (checkpoint.origin, checkpoint.size) == (f"audit.test/trailseal/{tenant.name}", 1)
 
 
-def test_an_unreachable_witness_is_counted_not_fatal(database_url, settings, tmp_path):
+def test_an_unreachable_witness_is_counted_not_fatal(own_database, settings, tmp_path):
     url = f"http://127.0.0.1:{free_port()}/add-checkpoint"  # nothing listens there
     configured = settings.model_copy(update={"witness_url": url, "witness_dir": tmp_path})
-    tenant = make_tenant(database_url, "wit")
-    batch, witness = run(_sequence_one(database_url, configured, tenant.name))
+    tenant = make_tenant(own_database, "wit")
+    batch, witness = run(_sequence_one(own_database, configured, tenant.name))
     assert batch is not None and batch.count == 1  # committed all the same
     assert witness is not None and witness.failures == 1
     assert (tmp_path / f"{tenant.name}/checkpoints/{1:020d}").exists()  # the folder still got it

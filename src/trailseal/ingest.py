@@ -17,8 +17,9 @@ from psycopg import AsyncConnection
 from pydantic import ValidationError
 
 from trailseal.errors import BadJSON, FieldProblem, InvalidInput
+from trailseal.ids import uuid7
 from trailseal.integrity import CanonicalizationError, canonicalize, leaf_hash
-from trailseal.model import FUTURE_TOLERANCE, MAX_CANONICAL_BYTES, EventV1, stored_document, uuid7
+from trailseal.model import FUTURE_TOLERANCE, MAX_CANONICAL_BYTES, EventV1, stored_document
 from trailseal.store import Role, scoped
 
 MAX_BATCH_EVENTS = 1000
@@ -233,11 +234,12 @@ WITH input AS (
         %(actor_id)s::text[], %(actor_name)s::text[], %(action)s::text[],
         %(target_type)s::text[], %(target_id)s::text[], %(target_name)s::text[],
         %(outcome)s::text[], %(ip)s::inet[], %(request_id)s::text[],
-        %(correlation_id)s::text[], %(service)s::text[], %(canonical)s::bytea[],
-        %(leaf_hash)s::bytea[]
+        %(correlation_id)s::text[], %(service)s::text[], %(source)s::text[],
+        %(source_seq)s::bigint[], %(canonical)s::bytea[], %(leaf_hash)s::bytea[]
     ) WITH ORDINALITY AS t(id, occurred_at, actor_type, actor_id, actor_name, action,
                            target_type, target_id, target_name, outcome, ip, request_id,
-                           correlation_id, service, canonical, leaf_hash, ord)
+                           correlation_id, service, source, source_seq, canonical,
+                           leaf_hash, ord)
 ), fresh AS (
     INSERT INTO trailseal.event_ids (tenant, id, received_at)
     SELECT %(tenant)s, id, %(received_at)s FROM input
@@ -247,10 +249,11 @@ WITH input AS (
     INSERT INTO trailseal.inbox (
         tenant, id, occurred_at, received_at, actor_type, actor_id, actor_name, action,
         target_type, target_id, target_name, outcome, ip, request_id, correlation_id,
-        service, canonical, leaf_hash)
+        service, source, source_seq, canonical, leaf_hash)
     SELECT %(tenant)s, i.id, i.occurred_at, %(received_at)s, i.actor_type, i.actor_id,
            i.actor_name, i.action, i.target_type, i.target_id, i.target_name, i.outcome, i.ip,
-           i.request_id, i.correlation_id, i.service, i.canonical, i.leaf_hash
+           i.request_id, i.correlation_id, i.service, i.source, i.source_seq, i.canonical,
+           i.leaf_hash
     FROM input i JOIN fresh f USING (id)
     ORDER BY i.ord
 )
@@ -264,7 +267,7 @@ def _columns(events: list[Prepared]) -> dict[str, list[Any]]:
         for name in (
             "id", "occurred_at", "actor_type", "actor_id", "actor_name", "action",
             "target_type", "target_id", "target_name", "outcome", "ip", "request_id",
-            "correlation_id", "service", "canonical", "leaf_hash",
+            "correlation_id", "service", "source", "source_seq", "canonical", "leaf_hash",
         )
     }
     for event in events:
@@ -284,6 +287,8 @@ def _columns(events: list[Prepared]) -> dict[str, list[Any]]:
         cols["request_id"].append(context.get("request_id"))
         cols["correlation_id"].append(context.get("correlation_id"))
         cols["service"].append(context.get("service"))
+        cols["source"].append(context.get("source"))
+        cols["source_seq"].append(context.get("source_seq"))
         cols["canonical"].append(event.canonical)
         cols["leaf_hash"].append(event.leaf_hash)
     return cols

@@ -8,9 +8,7 @@ millisecond precision, absent optional fields left out), plus ``tenant`` and
 
 from __future__ import annotations
 
-import os
 import re
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv6Address, ip_address
@@ -23,26 +21,21 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    Strict,
     StringConstraints,
+    model_validator,
 )
 
 SCHEMA_ID = "https://trailseal.dev/schema/event-v1.schema.json"
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 TYPE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
+SOURCE_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_SOURCE_SEQ = 2**53 - 1  # the largest integer JSON keeps exactly
 MAX_CANONICAL_BYTES = 65_535  # fits one C2SP tile entry (uint16 length prefix)
 FUTURE_TOLERANCE = timedelta(days=1)
 RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
-
-
-def uuid7(unix_ms: int | None = None) -> uuid.UUID:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, variant 10, random rest."""
-    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & (2**62 - 1)
-    return uuid.UUID(int=value)
 
 
 def _require_v7(value: uuid.UUID) -> uuid.UUID:
@@ -120,6 +113,28 @@ class Context(_Strict):
     correlation_id: Text | None = None
     service: Text | None = None
     region: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    source: Annotated[str, StringConstraints(pattern=SOURCE_PATTERN)] | None = Field(
+        default=None,
+        description="Stable id of the producer that numbered this event (e.g. its spool's "
+        "UUID); set together with source_seq",
+    )
+    source_seq: Annotated[int, Strict(), Field(ge=0, le=MAX_SOURCE_SEQ)] | None = Field(
+        default=None,
+        description="This event's number within its source: 0, 1, 2 ... with no gaps when "
+        "nothing is lost; set together with source",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "dependentRequired": {"source": ["source_seq"], "source_seq": ["source"]}
+        }
+    )
+
+    @model_validator(mode="after")
+    def _source_and_seq_together(self) -> Context:
+        if (self.source is None) != (self.source_seq is None):
+            raise ValueError("source and source_seq go together: set both or neither")
+        return self
 
 
 class Outcome(_Strict):

@@ -6,9 +6,11 @@ transaction takes up to a batch of inbox rows in arrival order, gives them the n
 gapless ``seq`` numbers, links each to the previous by ``chain_hash``, inserts them into
 ``events``, deletes them from the inbox, extends the tenant's Merkle tree (new full tiles
 into ``tiles``, the right edge into ``log_heads``), signs a checkpoint of the new size, and
-moves the head. Only seq numbers and hashes travel between Python and PostgreSQL; the
-event bodies never leave the server. After the commit the checkpoint is handed to the
-witness, outside the database.
+moves the head. Events a producer numbered (``context.source``, ``context.source_seq``)
+also update their source's record in ``sources`` (see ``trailseal.gaps``), in the same
+transaction; events without a source cost nothing there. Only seq numbers, hashes and
+source numbers travel between Python and PostgreSQL; the event bodies never leave the
+server. After the commit the checkpoint is handed to the witness, outside the database.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from trailseal.gaps import SourceState, merge
 from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
 from trailseal.integrity.checkpoint import Checkpoint, log_origin, sign_checkpoint
 from trailseal.integrity.notes import Signer
@@ -40,16 +45,38 @@ WITH moved AS (
 INSERT INTO trailseal.events (
     tenant, seq, id, occurred_at, received_at, actor_type, actor_id, actor_name, action,
     target_type, target_id, target_name, outcome, ip, request_id, correlation_id, service,
-    canonical, leaf_hash, chain_hash)
+    source, source_seq, canonical, leaf_hash, chain_hash)
 SELECT m.tenant, c.seq, m.id, m.occurred_at, m.received_at, m.actor_type, m.actor_id,
        m.actor_name, m.action, m.target_type, m.target_id, m.target_name, m.outcome, m.ip,
-       m.request_id, m.correlation_id, m.service, m.canonical, m.leaf_hash, c.chain_hash
+       m.request_id, m.correlation_id, m.service, m.source, m.source_seq, m.canonical,
+       m.leaf_hash, c.chain_hash
 FROM moved m
 JOIN unnest(%(pos)s::bigint[], %(seq)s::bigint[], %(chain)s::bytea[])
      AS c(pos, seq, chain_hash) USING (pos)
 ORDER BY c.seq
 """
 
+_LOCK_SOURCES = """
+SELECT source, high_water, ahead, written_off, repeated FROM trailseal.sources
+WHERE tenant = %s AND source = ANY(%s) ORDER BY source FOR UPDATE
+"""
+
+# Python merged each source's numbers into its record; this writes the results.
+_SAVE_SOURCES = """
+INSERT INTO trailseal.sources AS s (
+    tenant, source, high_water, max_seen, ahead, written_off, repeated, first_seen_at,
+    last_seen_at)
+SELECT %(tenant)s, r.source, r.high_water, r.max_seen, r.ahead, r.written_off, r.repeated,
+       r.first_seen_at, r.last_seen_at
+FROM jsonb_to_recordset(%(rows)s) AS r(
+    source text, high_water bigint, max_seen bigint, ahead bigint[], written_off bigint,
+    repeated bigint, first_seen_at timestamptz, last_seen_at timestamptz)
+ON CONFLICT (tenant, source) DO UPDATE SET
+    high_water = EXCLUDED.high_water, max_seen = EXCLUDED.max_seen, ahead = EXCLUDED.ahead,
+    written_off = EXCLUDED.written_off, repeated = EXCLUDED.repeated,
+    first_seen_at = least(s.first_seen_at, EXCLUDED.first_seen_at),
+    last_seen_at = greatest(s.last_seen_at, EXCLUDED.last_seen_at)
+"""
 
 _INSERT_TILES = """
 INSERT INTO trailseal.tiles (tenant, level, idx, hashes, root)
@@ -200,7 +227,7 @@ class Sequencer:
                 size, previous = head[0], bytes(head[1])
                 tree = TreeState.from_bytes(head[2], bytes(head[3]))
             cur = await conn.execute(
-                "SELECT pos, leaf_hash, received_at FROM trailseal.inbox"
+                "SELECT pos, leaf_hash, received_at, source, source_seq FROM trailseal.inbox"
                 " WHERE tenant = %s ORDER BY pos LIMIT %s",
                 (tenant, self.batch_size),
             )
@@ -214,7 +241,7 @@ class Sequencer:
                 )
             tiles = await self._catch_up(conn, tenant, tree, size)
             positions, seqs, chains = [], [], []
-            for offset, (pos, leaf, _) in enumerate(rows):
+            for offset, (pos, leaf, *_) in enumerate(rows):
                 leaf = bytes(leaf)
                 previous = chain_hash(previous, leaf)
                 positions.append(pos)
@@ -228,6 +255,7 @@ class Sequencer:
                 raise RuntimeError(
                     f"sequencer moved {cur.rowcount} of {len(rows)} rows for {tenant!r}"
                 )
+            await self._track_sources(conn, tenant, rows)
             if tiles:
                 await conn.execute(_INSERT_TILES, _tile_columns(tenant, tiles))
             root = tree.root()
@@ -257,6 +285,38 @@ class Sequencer:
             (tenant, tree.size),
         )
         return tree.extend(bytes(row[0]) for row in await cur.fetchall())
+
+    async def _track_sources(
+        self, conn: AsyncConnection, tenant: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Merge the numbers of the batch's numbered events into their sources' records."""
+        numbers: dict[str, list[int]] = {}
+        seen: dict[str, tuple[datetime, datetime]] = {}
+        for _, _, received_at, source, source_seq in rows:
+            if source is None:
+                continue
+            numbers.setdefault(source, []).append(source_seq)
+            first, last = seen.get(source, (received_at, received_at))
+            seen[source] = (min(first, received_at), max(last, received_at))
+        if not numbers:
+            return
+        cur = await conn.execute(_LOCK_SOURCES, (tenant, list(numbers)))
+        known = {row[0]: SourceState(row[1], tuple(row[2]), row[3], row[4])
+                 for row in await cur.fetchall()}
+        saved = []
+        for source, arrived in numbers.items():
+            state = merge(known.get(source, SourceState()), arrived)
+            saved.append({
+                "source": source,
+                "high_water": state.high_water,
+                "max_seen": state.max_seen,
+                "ahead": list(state.ahead),
+                "written_off": state.written_off,
+                "repeated": state.repeated,
+                "first_seen_at": seen[source][0].isoformat(),
+                "last_seen_at": seen[source][1].isoformat(),
+            })
+        await conn.execute(_SAVE_SOURCES, {"tenant": tenant, "rows": Jsonb(saved)})
 
 
 def _tile_columns(tenant: str, tiles: list[FullTile]) -> dict[str, object]:

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import AsyncConnection
 
 from trailseal.errors import InvalidInput, NotFound
-from trailseal.model import uuid7
+from trailseal.ids import uuid7
 from trailseal.store import Role, scoped
 
 SCOPES = ("ingest", "read", "export", "admin")

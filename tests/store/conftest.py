@@ -15,7 +15,8 @@ from tests.support import Tenant, an_event, make_tenant
 
 @dataclass(frozen=True)
 class TwoLogs:
-    """Tenants ``a`` (three events) and ``b`` (two), both fully sequenced."""
+    """Tenants ``a`` (three events) and ``b`` (two), both fully sequenced; each tenant's
+    events are numbered by one source."""
 
     a: Tenant
     b: Tenant
@@ -29,7 +30,10 @@ def logs(database_url: str, service_url: str) -> TwoLogs:
     ids = {}
     with httpx.Client(base_url=service_url, timeout=30) as http:
         for who, count in ((a, 3), (b, 2)):
-            events = [an_event() for _ in range(count)]
+            events = [
+                an_event(context={"source": "store-tests", "source_seq": n})
+                for n in range(count)
+            ]
             r = http.post("/v1/events?wait=sequenced", json={"events": events}, headers=who.auth())
             assert r.status_code == 201, r.text
             ids[who.name] = [str(e["id"]) for e in events]

@@ -32,6 +32,7 @@ from trailseal.tenants import create_key, revoke_key
 
 TENANT_TABLES = (
     "tenants", "api_keys", "event_ids", "inbox", "events", "log_heads", "tiles", "checkpoints",
+    "sources",
 )
 
 # Exactly what each runtime role is granted; anything more is a leak waiting to happen.
@@ -45,6 +46,7 @@ GRANTS = {
         "tiles": {"SELECT", "INSERT"},
         "checkpoints": {"SELECT", "INSERT"},
         "log_keys": {"SELECT", "INSERT"},
+        "sources": {"SELECT", "INSERT", "UPDATE"},
     },
     READER: {
         "tenants": {"SELECT"},
@@ -55,6 +57,7 @@ GRANTS = {
         "tiles": {"SELECT"},
         "checkpoints": {"SELECT"},
         "log_keys": {"SELECT"},
+        "sources": {"SELECT"},
     },
 }
 FUNCTION_GRANTS = {
@@ -86,6 +89,10 @@ _INSERTS = {
     "log_heads": (
         "INSERT INTO trailseal.log_heads (tenant, size, chain_hash)"
         f" VALUES (%(tenant)s, 0, {_LEAF})"
+    ),
+    "sources": (
+        "INSERT INTO trailseal.sources (tenant, source, high_water, max_seen, first_seen_at,"
+        " last_seen_at) VALUES (%(tenant)s, 'probe', 0, 0, now(), now())"
     ),
 }
 
@@ -176,7 +183,7 @@ def _readable(role: str, table: str) -> bool:
 _NO_TENANT_CASES = [
     (role, table)
     for role in ROLES
-    for table in ("events", "inbox", "event_ids", "api_keys", "log_heads")
+    for table in ("events", "inbox", "event_ids", "api_keys", "log_heads", "sources")
     # The owner administers keys, so it alone sees them all (policy api_key_catalog).
     if (role, table) != (OWNER, "api_keys")
 ]
@@ -218,6 +225,7 @@ def test_a_tenant_counts_only_its_own_events(
         assert _count(su, "events", "tenant = %(b)s", b) == 0
         assert _count(su, "events", "id = ANY(%(ids)s::uuid[])", {"ids": logs.b_ids}) == 0
         assert _count(su, "log_heads", "tenant = %(b)s", b) == 0
+        assert _count(su, "sources", "tenant = %(b)s", b) == 0
         if role == READER:  # the owner and the sequencer serve every tenant: they list all
             assert _count(su, "tenants") == 1
     with acting(su, None):  # and the superuser confirms B's rows are there to be hidden
@@ -251,7 +259,13 @@ def test_an_id_another_tenant_used_is_new_to_this_one(
 
 @pytest.mark.parametrize(
     ("role", "table"),
-    [(INGEST, "inbox"), (INGEST, "event_ids"), (SEQUENCER, "events"), (SEQUENCER, "log_heads")],
+    [
+        (INGEST, "inbox"),
+        (INGEST, "event_ids"),
+        (SEQUENCER, "events"),
+        (SEQUENCER, "log_heads"),
+        (SEQUENCER, "sources"),
+    ],
 )
 def test_a_row_for_another_tenant_is_refused(
     su: psycopg.Connection, logs: TwoLogs, role: str, table: str
@@ -264,7 +278,13 @@ def test_a_row_for_another_tenant_is_refused(
 
 @pytest.mark.parametrize(
     ("role", "table"),
-    [(INGEST, "inbox"), (INGEST, "event_ids"), (SEQUENCER, "events"), (SEQUENCER, "log_heads")],
+    [
+        (INGEST, "inbox"),
+        (INGEST, "event_ids"),
+        (SEQUENCER, "events"),
+        (SEQUENCER, "log_heads"),
+        (SEQUENCER, "sources"),
+    ],
 )
 def test_a_row_for_its_own_tenant_is_accepted(
     su: psycopg.Connection, logs: TwoLogs, role: str, table: str
@@ -291,6 +311,9 @@ _DENIED = {
     "reader inserts into the inbox": (READER, _INSERTS["inbox"]),
     "reader inserts event ids": (READER, _INSERTS["event_ids"]),
     "reader updates a head": (READER, "UPDATE trailseal.log_heads SET size = 0"),
+    "reader inserts a source": (READER, _INSERTS["sources"]),
+    "sequencer deletes a source": (SEQUENCER, "DELETE FROM trailseal.sources"),
+    "ingest reads sources": (INGEST, "SELECT count(*) FROM trailseal.sources"),
     "sequencer updates events": (SEQUENCER, "UPDATE trailseal.events SET actor_id = 'x'"),
     "sequencer reads key hashes": (SEQUENCER, "SELECT token_hash FROM trailseal.api_keys"),
     "sequencer inserts into the inbox": (SEQUENCER, _INSERTS["inbox"]),

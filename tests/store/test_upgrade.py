@@ -1,5 +1,6 @@
 """Upgrading a populated database: a log sequenced before the tree existed (migration
-0001 only) gets its tiles and checkpoints when the sequencer next runs, and verifies."""
+0001 only) gets its tiles and checkpoints when the sequencer next runs, and verifies; an
+event numbered by its producer (migration 0003) is tracked in the upgraded database."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_a_log_from_before_the_tree_is_caught_up(database_url, settings):
                     (seq, event.id, at, at, event.canonical, event.leaf_hash, chain))
             conn.execute("INSERT INTO trailseal.log_heads (tenant, size, chain_hash)"
                          " VALUES ('legacy', 300, %s)", (chain,))
-        assert [m.version for m in migrate.migrate(url)] == [2]
+        assert [m.version for m in migrate.migrate(url)] == [2, 3]
         run(_ingest_and_sequence(url, settings))
         report = run(_verify(url, settings))
         assert report.ok, report.finding
@@ -61,8 +62,15 @@ async def _ingest_and_sequence(url: str, settings) -> None:
     try:
         at = ingest.now()
         async with pool.connection() as conn:
-            await ingest.write_inbox(conn, "legacy", ingest.prepare([an_event()], "legacy", at), at)
+            numbered = an_event(context={"source": "legacy-app", "source_seq": 0})
+            await ingest.write_inbox(conn, "legacy", ingest.prepare([numbered], "legacy", at), at)
         assert await build_sequencer(pool, settings).sequence_tenant("legacy") == 1
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT source, high_water, max_seen FROM trailseal.sources"
+                " WHERE tenant = 'legacy'"
+            )
+            assert await cur.fetchall() == [("legacy-app", 0, 0)]
     finally:
         await pool.close()
 

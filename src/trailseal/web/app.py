@@ -16,7 +16,7 @@ from trailseal.runtime import build_sequencer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
-from trailseal.web import events, health, log
+from trailseal.web import events, health, log, sources
 from trailseal.web.problems import HANDLERS
 
 
@@ -58,6 +58,7 @@ def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> Fast
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(log.router)
+    app.include_router(sources.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

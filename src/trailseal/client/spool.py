@@ -1,0 +1,208 @@
+"""The durable local spool: append-only segment files with a checksum per record.
+
+Layout of a spool directory::
+
+    slots/<k>.lock     held (flock) by the one process writing slot k
+    slots/<k>.json     {"source": ..., "next_seq": ...}: the slot's stable source id, and
+                       the next number once every segment of it has been shipped
+    <source>/<n>.seg   records: big-endian u32 length, u32 CRC-32, then the event's JSON
+    <source>/<n>.ack   how many bytes of <n>.seg the service has acknowledged
+
+A record is on disk (in the operating system's cache) once ``os.write`` returns, so it
+survives a SIGKILL of the process; fsync runs on the sender's thread, never the caller's.
+Each process writes its own slot, so its records are numbered 0, 1, 2 ... without gaps
+(``context.source_seq``); a slot whose process died is adopted by another's sender.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import struct
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = struct.Struct(">II")
+MAX_RECORD = 1 << 20
+SEGMENT_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Record:
+    """One spooled event: where it ends in its segment, and its JSON bytes."""
+
+    end: int
+    payload: bytes
+
+
+def read_records(path: Path, start: int = 0) -> tuple[list[Record], int]:
+    """The valid records of a segment from byte ``start``, and the offset where valid data
+    ends (a torn or corrupt tail is where reading stops)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], start
+    records, offset = [], start
+    while offset + HEADER.size <= len(data):
+        length, crc = HEADER.unpack_from(data, offset)
+        end = offset + HEADER.size + length
+        if length > MAX_RECORD or end > len(data):
+            break
+        payload = data[offset + HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            break
+        records.append(Record(end, payload))
+        offset = end
+    return records, offset
+
+
+def _segment_number(path: Path) -> int:
+    return int(path.stem)
+
+
+def segments(folder: Path) -> list[Path]:
+    """A source's segments, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.seg"), key=_segment_number)
+
+
+def read_ack(segment: Path) -> int:
+    try:
+        return int(segment.with_suffix(".ack").read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def write_ack(segment: Path, offset: int) -> None:
+    """Record that the first ``offset`` bytes of ``segment`` were delivered (atomic)."""
+    temporary = segment.with_suffix(".ack.tmp")
+    temporary.write_text(str(offset))
+    os.replace(temporary, segment.with_suffix(".ack"))
+
+
+class Slot:
+    """A claimed slot: its lock, its source id, its state file."""
+
+    def __init__(self, spool: Path, index: int, lock_fd: int) -> None:
+        self.spool = spool
+        self.index = index
+        self.lock_fd = lock_fd
+        self.state_path = spool / "slots" / f"{index}.json"
+        source = self._state().get("source")
+        if not isinstance(source, str):
+            host = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname())
+            source = f"{host[:60]}.{uuid.uuid4().hex[:16]}"
+            self.save(0, source)
+        self.source: str = source
+        self.folder = spool / self.source
+
+    def _state(self) -> dict[str, object]:
+        try:
+            loaded = json.loads(self.state_path.read_text())
+            return loaded if isinstance(loaded, dict) else {}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def saved_next_seq(self) -> int:
+        value = self._state().get("next_seq", 0)
+        return value if isinstance(value, int) else 0
+
+    def save(self, next_seq: int, source: str | None = None) -> None:
+        temporary = self.state_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"source": source or self.source, "next_seq": next_seq}))
+        os.replace(temporary, self.state_path)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.lock_fd)
+
+
+def claim_slot(spool: Path, *, adopt: bool = False, skip: set[int] | None = None) -> Slot | None:
+    """Lock the lowest free slot (``adopt``: only existing slots, for shipping what a dead
+    process left). None when there is nothing to claim."""
+    slots = spool / "slots"
+    slots.mkdir(parents=True, exist_ok=True)
+    existing = sorted(int(p.stem) for p in slots.glob("*.lock"))
+    candidates = existing if adopt else [*existing, (max(existing) + 1 if existing else 0)]
+    for index in candidates:
+        if skip and index in skip:
+            continue
+        fd = os.open(slots / f"{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return Slot(spool, index, fd)
+    return None
+
+
+class SpoolWriter:
+    """Appends records to the segments of one claimed slot (the caller's thread)."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        self.lock = threading.Lock()
+        slot.folder.mkdir(parents=True, exist_ok=True)
+        existing = segments(slot.folder)
+        self.next_seq = slot.saved_next_seq()
+        number = 0
+        if existing:
+            last = existing[-1]
+            number = _segment_number(last)
+            records, valid_end = read_records(last)
+            if records:
+                self.next_seq = max(self.next_seq, json.loads(records[-1].payload)["context"]
+                                    ["source_seq"] + 1)
+            with open(last, "r+b") as handle:  # drop a torn tail before appending again
+                handle.truncate(valid_end)
+        self.segment_number = number
+        self.path = slot.folder / f"{number:012d}.seg"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.size = os.fstat(self.fd).st_size
+
+    def append(self, payload: bytes) -> None:
+        """Write one record; on return it survives the death of this process."""
+        data = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        written = os.write(self.fd, data)
+        if written != len(data):  # a short write (disk full): leave no torn record behind
+            os.ftruncate(self.fd, self.size)
+            raise OSError(f"short write to the spool ({written} of {len(data)} bytes)")
+        self.size += written
+        if self.size >= SEGMENT_BYTES:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.segment_number += 1
+        self.path = self.slot.folder / f"{self.segment_number:012d}.seg"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.size = 0
+
+    def sync(self) -> None:
+        """fsync the active segment (for power loss; a process crash needs none)."""
+        with contextlib.suppress(OSError):
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.fsync(self.fd)
+            os.close(self.fd)
+
+
+def pending(folder: Path) -> Iterator[tuple[Path, list[Record], int]]:
+    """For each segment of a source with undelivered records: the segment, those records
+    and the acknowledged offset they start after."""
+    for segment in segments(folder):
+        start = read_ack(segment)
+        records, _ = read_records(segment, start)
+        yield segment, records, start
