@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -48,13 +50,19 @@ def _fresh_database(server_url: str) -> tuple[str, str]:
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database of this session's own; a superuser connection URL."""
     server_url = os.environ.get(TEST_URL_ENV)
+    data = None
     if server_url is None:
-        server_url = embedded.start(tmp_path_factory.mktemp("embedded"), database="postgres")
+        # Outside pytest's temporary folders, which a concurrent pytest run may prune.
+        data = Path(tempfile.mkdtemp(prefix="trailseal-test-pg-"))
+        server_url = embedded.start(data, database="postgres")
     name, url = _fresh_database(server_url)
     migrate.migrate(url)
     yield url
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    if data is not None:
+        embedded.stop(data)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

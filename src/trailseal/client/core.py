@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import orjson
 
 from trailseal.client import context
 from trailseal.client.diff import DEFAULT_REDACT, compute_changes, redact
@@ -67,8 +67,9 @@ def _json_default(value: Any) -> Any:
 
 def _ref(value: Ref | None, what: str) -> dict[str, str]:
     if type(value) is tuple and len(value) == 2 and type(value[0]) is str:  # the usual case
-        if value[0] and value[1]:
-            return {"type": value[0], "id": str(value[1])}
+        ref = {"type": value[0], "id": str(value[1])}
+        if ref["type"] and ref["id"] and value[1] is not None:
+            return ref
         raise InvalidEvent(f"{what} needs a type and an id")
     if isinstance(value, Mapping):
         ref = {k: str(v) for k, v in value.items() if v is not None}
@@ -96,10 +97,6 @@ def _time(occurred_at: datetime | None, now_ms: int) -> str:
         raise InvalidEvent("occurred_at must be timezone-aware")
     text = occurred_at.astimezone(UTC).isoformat(timespec="milliseconds")
     return text.removesuffix("+00:00") + "Z"
-
-
-# One encoder, built once: json.dumps with options builds a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
 class AuditClient:
@@ -172,19 +169,28 @@ class AuditClient:
             event = self._build(event_id, now_ms, action, actor, target, before, after,
                                 changes, outcome, metadata, occurred_at)
         except Exception as exc:  # bad arguments, or an ORM object that cannot be read
-            self.stats.invalid += 1
-            log.error("trailseal: audit event %s (%s) dropped: %s", event_id, action, exc)
-            if self.strict:
-                raise InvalidEvent(str(exc)) from None
-            return event_id
+            return self._invalid(event_id, action, exc)
         try:
             self._spool(event)
-            for observe in observers:
-                observe(event)
+        except TypeError as exc:  # a value with no JSON form, found while encoding
+            return self._invalid(event_id, action, exc)
         except Exception as exc:  # never into the caller's business path
             self.stats.dropped += 1
             log.exception("trailseal: audit event %s could not be kept: %s", event_id, exc)
+            return event_id
+        for observe in observers:
+            try:
+                observe(event)
+            except Exception:
+                log.exception("trailseal: an observer of recorded events failed")
         self.stats.recorded += 1
+        return event_id
+
+    def _invalid(self, event_id: str, action: str, exc: Exception) -> str:
+        self.stats.invalid += 1
+        log.error("trailseal: audit event %s (%s) dropped: %s", event_id, action, exc)
+        if self.strict:
+            raise InvalidEvent(str(exc)) from None
         return event_id
 
     def _build(
@@ -243,7 +249,7 @@ class AuditClient:
                 payload = self._encode(event)
                 try:
                     writer.append(payload)
-                except OSError as exc:
+                except (OSError, ValueError) as exc:
                     self._spool_failed(exc)
                 else:
                     writer.next_seq += 1
@@ -265,9 +271,10 @@ class AuditClient:
 
     @staticmethod
     def _encode(event: dict[str, Any]) -> bytes:
-        return _ENCODER.encode(event).encode("utf-8", "surrogatepass")
+        # orjson: a few times faster than json here, and it refuses lone surrogates.
+        return orjson.dumps(event, default=_json_default)
 
-    def _spool_failed(self, exc: OSError) -> None:
+    def _spool_failed(self, exc: Exception) -> None:
         self.stats.spool_errors += 1
         self.stats.last_error = f"spool: {exc}"
         log.error("trailseal: cannot write the spool at %s (%s); keeping events in memory",

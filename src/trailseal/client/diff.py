@@ -315,16 +315,24 @@ def compute_changes(
 _CHANGE_SIDES = frozenset({"before", "after"})
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _redact(value: Any, names: frozenset[str]) -> Any:
-    if isinstance(value, Mapping):
+    # Exact type checks first: this runs on the caller's thread for every event, and an
+    # isinstance() against an ABC costs several times more.
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {key: _redact_member(key, v, names) for key, v in value.items()}
-    if isinstance(value, list | tuple):
+    if kind is list or isinstance(value, list | tuple):
         return [_redact(item, names) for item in value]
     return value
 
 
 def _redact_member(key: object, value: Any, names: frozenset[str]) -> Any:
-    if not (isinstance(key, str) and _matches(key, names)):
+    if not (type(key) is str and _matches(key, names)):
         return _redact(value, names)
     if isinstance(value, Mapping) and value and value.keys() <= _CHANGE_SIDES:
         # A field of ``changes``: keep the {before, after} shape the schema requires.

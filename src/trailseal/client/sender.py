@@ -137,8 +137,8 @@ class Sender(threading.Thread):
         """Ship everything pending now: own spool, in-memory fallbacks, orphaned slots."""
         if self.writer is not None:
             with self.writer.lock:
-                active = self.writer.path
-            self._ship_slot(self.writer.slot, active)
+                active, written = self.writer.path, self.writer.size
+            self._ship_slot(self.writer.slot, active, written)
             self.writer.sync()
         self._ship_memory()
         if time.monotonic() - self._last_adopt > 5.0:
@@ -149,9 +149,10 @@ class Sender(threading.Thread):
 
     # -- shipping ----------------------------------------------------------------------
 
-    def _ship_slot(self, slot: Slot, active: Path | None) -> None:
-        for segment, records, start in list(pending(slot.folder)):
+    def _ship_slot(self, slot: Slot, active: Path | None, written: int = 0) -> None:
+        for segment, records, start in list(pending(slot.folder, active, written)):
             offset = start
+            valid_end = records[-1].end if records else start
             while records:
                 batch = self._take(records)
                 self._deliver([r.payload for r in batch], slot.source)
@@ -160,7 +161,9 @@ class Sender(threading.Thread):
                 records = records[len(batch):]
                 with self.progress:
                     self.progress.notify_all()
-            if segment != active and offset >= segment.stat().st_size:
+            # Not being written any more, and every valid record delivered (a dead
+            # writer's segment may end in zeros or a torn record, never shipped).
+            if segment != active and offset >= valid_end:
                 self._retire(slot, segment)
 
     def _take(self, records: list[Record]) -> list[Record]:

@@ -8,8 +8,12 @@ Layout of a spool directory::
     <source>/<n>.seg   records: big-endian u32 length, u32 CRC-32, then the event's JSON
     <source>/<n>.ack   how many bytes of <n>.seg the service has acknowledged
 
-A record is on disk (in the operating system's cache) once ``os.write`` returns, so it
-survives a SIGKILL of the process; fsync runs on the sender's thread, never the caller's.
+Segments are allocated whole when created (so a full disk shows as an error then, never
+as a fault mid-write) and written through a shared memory map: a record is in the
+operating system's page cache once it is copied in, so it survives a SIGKILL of the
+process, without a system call per record. A record's bytes go in before its header, and
+unwritten space reads as zeros, so a reader stops at the first zero length or bad
+checksum. msync/fsync run on the sender's thread, never the caller's.
 Each process writes its own slot, so its records are numbered 0, 1, 2 ... without gaps
 (``context.source_seq``); a slot whose process died is adopted by another's sender.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import mmap
 import os
 import socket
 import struct
@@ -42,25 +47,30 @@ class Record:
     payload: bytes
 
 
-def read_records(path: Path, start: int = 0) -> tuple[list[Record], int]:
-    """The valid records of a segment from byte ``start``, and the offset where valid data
-    ends (a torn or corrupt tail is where reading stops)."""
+def read_records(
+    path: Path, start: int = 0, stop: int | None = None
+) -> tuple[list[Record], int]:
+    """The valid records of a segment between byte ``start`` and ``stop`` (the end of the
+    file if None), and the offset where valid data ends (reading stops at unwritten
+    space, a torn record or a bad checksum)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            data = handle.read() if stop is None else handle.read(max(0, stop - start))
     except FileNotFoundError:
         return [], start
-    records, offset = [], start
+    records, offset = [], 0
     while offset + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, offset)
         end = offset + HEADER.size + length
-        if length > MAX_RECORD or end > len(data):
+        if length == 0 or length > MAX_RECORD or end > len(data):  # zero: unwritten space
             break
         payload = data[offset + HEADER.size : end]
         if zlib.crc32(payload) != crc:
             break
-        records.append(Record(end, payload))
+        records.append(Record(start + end, payload))
         offset = end
-    return records, offset
+    return records, start + offset
 
 
 def _segment_number(path: Path) -> int:
@@ -146,7 +156,7 @@ def claim_slot(spool: Path, *, adopt: bool = False, skip: set[int] | None = None
 
 
 class SpoolWriter:
-    """Appends records to the segments of one claimed slot (the caller's thread)."""
+    """Appends records to the segments of one claimed slot (on the caller's thread)."""
 
     def __init__(self, slot: Slot) -> None:
         self.slot = slot
@@ -154,55 +164,80 @@ class SpoolWriter:
         slot.folder.mkdir(parents=True, exist_ok=True)
         existing = segments(slot.folder)
         self.next_seq = slot.saved_next_seq()
-        number = 0
+        self.segment_number = _segment_number(existing[-1]) if existing else 0
+        self.path = slot.folder / f"{self.segment_number:012d}.seg"
+        start = 0
         if existing:
-            last = existing[-1]
-            number = _segment_number(last)
-            records, valid_end = read_records(last)
+            _, start = read_records(self.path)
+        # The last number used is in the newest segment holding a record (the newest may
+        # be empty, just rotated to); the slot's state covers segments already deleted.
+        for segment in reversed(existing):
+            records, _ = read_records(segment)
             if records:
-                self.next_seq = max(self.next_seq, json.loads(records[-1].payload)["context"]
-                                    ["source_seq"] + 1)
-            with open(last, "r+b") as handle:  # drop a torn tail before appending again
-                handle.truncate(valid_end)
-        self.segment_number = number
-        self.path = slot.folder / f"{number:012d}.seg"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self.size = os.fstat(self.fd).st_size
+                last = json.loads(records[-1].payload)["context"]["source_seq"]
+                self.next_seq = max(self.next_seq, last + 1)
+                break
+        self._open(start)
+
+    def _open(self, start: int) -> None:
+        """Map the current segment, allocated whole, zeroed from ``start`` (dropping any
+        torn record a crash left there)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, start)
+            os.posix_fallocate(fd, 0, SEGMENT_BYTES)
+            self.map = mmap.mmap(fd, SEGMENT_BYTES, mmap.MAP_SHARED, mmap.PROT_WRITE)
+        except OSError:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.size = start
 
     def append(self, payload: bytes) -> None:
         """Write one record; on return it survives the death of this process."""
-        data = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-        written = os.write(self.fd, data)
-        if written != len(data):  # a short write (disk full): leave no torn record behind
-            os.ftruncate(self.fd, self.size)
-            raise OSError(f"short write to the spool ({written} of {len(data)} bytes)")
-        self.size += written
-        if self.size >= SEGMENT_BYTES:
+        length = len(payload)
+        if length == 0 or length > MAX_RECORD:
+            raise ValueError(f"a spooled record is 1 to {MAX_RECORD} bytes; got {length}")
+        if self.size + HEADER.size + length > SEGMENT_BYTES:
             self._rotate()
+        body = self.size + HEADER.size
+        self.map[body : body + length] = payload
+        HEADER.pack_into(self.map, self.size, length, zlib.crc32(payload))
+        self.size = body + length
 
     def _rotate(self) -> None:
-        os.fsync(self.fd)
-        os.close(self.fd)
+        self._seal()
         self.segment_number += 1
         self.path = self.slot.folder / f"{self.segment_number:012d}.seg"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self.size = 0
+        self._open(0)
+
+    def _seal(self) -> None:
+        """Flush the segment and cut it to the bytes written: a sealed segment's size is
+        where its records end."""
+        self.map.flush()
+        self.map.close()
+        os.ftruncate(self.fd, self.size)
+        os.fsync(self.fd)
+        os.close(self.fd)
 
     def sync(self) -> None:
-        """fsync the active segment (for power loss; a process crash needs none)."""
-        with contextlib.suppress(OSError):
-            os.fsync(self.fd)
+        """msync the active segment (for power loss; a process crash needs none)."""
+        with contextlib.suppress(OSError, ValueError), self.lock:
+            self.map.flush()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.fsync(self.fd)
-            os.close(self.fd)
+        with contextlib.suppress(OSError, ValueError):
+            self._seal()
 
 
-def pending(folder: Path) -> Iterator[tuple[Path, list[Record], int]]:
-    """For each segment of a source with undelivered records: the segment, those records
-    and the acknowledged offset they start after."""
+def pending(
+    folder: Path, active: Path | None = None, active_size: int = 0
+) -> Iterator[tuple[Path, list[Record], int]]:
+    """For each segment of a source: the segment, its undelivered records, and the
+    acknowledged offset they start after (the active one is read only as far as it is
+    written)."""
     for segment in segments(folder):
         start = read_ack(segment)
-        records, _ = read_records(segment, start)
+        stop = active_size if segment == active else None
+        records, _ = read_records(segment, start, stop)
         yield segment, records, start

