@@ -32,7 +32,7 @@ system-packages:
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench examples
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy

@@ -66,8 +66,10 @@ def _json_default(value: Any) -> Any:
 
 
 def _ref(value: Ref | None, what: str) -> dict[str, str]:
-    if type(value) is tuple and len(value) == 2 and type(value[0]) is str:  # the usual case
+    if type(value) is tuple and 2 <= len(value) <= 3 and type(value[0]) is str:  # usual
         ref = {"type": value[0], "id": str(value[1])}
+        if len(value) == 3 and value[2] is not None:
+            ref["name"] = str(value[2])
         if ref["type"] and ref["id"] and value[1] is not None:
             return ref
         raise InvalidEvent(f"{what} needs a type and an id")
@@ -225,7 +227,7 @@ class AuditClient:
         if before is not None or after is not None:
             event["changes"] = compute_changes(before, after, redact=self.redact_fields)
         elif changes:
-            event["changes"] = redact(dict(changes), self.redact_fields)
+            event["changes"] = redact(changes, self.redact_fields)
         ctx = dict(self.defaults)
         if request is not None:
             ctx.update(request.as_event_context())
@@ -237,7 +239,7 @@ class AuditClient:
         if event["outcome"].get("status") not in ("success", "failure"):
             raise InvalidEvent("outcome must be success or failure")
         if metadata:
-            event["metadata"] = redact(dict(metadata), self.redact_fields)
+            event["metadata"] = redact(metadata, self.redact_fields)
         return event
 
     def _spool(self, event: dict[str, Any]) -> None:

@@ -186,7 +186,9 @@ class SpoolWriter:
         try:
             os.ftruncate(fd, start)
             os.posix_fallocate(fd, 0, SEGMENT_BYTES)
-            self.map = mmap.mmap(fd, SEGMENT_BYTES, mmap.MAP_SHARED, mmap.PROT_WRITE)
+            # MAP_POPULATE faults every page in now, not on the caller's first write to it.
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            self.map = mmap.mmap(fd, SEGMENT_BYTES, flags, mmap.PROT_WRITE)
         except OSError:
             os.close(fd)
             raise
