@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck schema clean system-packages
+.PHONY: run test faults lint typecheck schema clean system-packages
 
 # Debian packages the test suite uses: Go and golang.org/x/mod, whose reference tlog and
 # note packages read our logs as any standard tlog-tiles client would.
@@ -25,6 +25,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed system-packages lint typecheck
 	$(BIN)/python -m pytest -q
+
+# The fault-injection suite alone, printing its counts; FAULT_ROUNDS=100 for longer runs.
+faults: $(VENV)/.installed system-packages
+	$(BIN)/python -m pytest -q -s tests/faults
 
 system-packages:
 	@command -v go >/dev/null && [ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ] || \

@@ -1,7 +1,9 @@
 """A producer process for the SDK's fault-injection tests (run as a script).
 
-    producer.py run   URL TOKEN SPOOL ACKED   record events until killed; after each
-                                              record() returns, append its id to ACKED
+    producer.py run   URL TOKEN SPOOL ACKED [PAUSE]
+                                              record events until killed (PAUSE seconds
+                                              apart); after each record() returns,
+                                              append its id to ACKED
     producer.py drain URL TOKEN SPOOL         deliver whatever the spool holds, then exit
     producer.py full  URL TOKEN SPOOL COUNT   record COUNT events with the file size limit
                                               set low (a disk that fills up), flush, and
@@ -15,6 +17,7 @@ import os
 import resource
 import signal
 import sys
+import time
 
 from trailseal.client import AuditClient
 
@@ -38,8 +41,11 @@ def main() -> int:
         print(json.dumps({"delivered": delivered, "ids": ids, **client.stats.as_dict()}))
         return 0
     acked = os.open(sys.argv[5], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    pause = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     i = 0
     while True:
+        if pause:
+            time.sleep(pause)
         event_id = client.record("crash.test.recorded", actor=("service", "producer"),
                                  target=("run", str(os.getpid())), metadata={"i": i})
         os.write(acked, (event_id + "\n").encode())
