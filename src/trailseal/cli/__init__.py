@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trailseal.cli import admin, integrity, service
+from trailseal.cli import admin, brokers, integrity, pipeline, service
 
 app = typer.Typer(
     name="trailseal",
@@ -15,6 +15,8 @@ app = typer.Typer(
 service.register(app)
 admin.register(app)
 integrity.register(app)
+pipeline.register(app)
+brokers.register(app)
 
 
 def main() -> None:

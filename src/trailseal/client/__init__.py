@@ -15,6 +15,7 @@ thread delivers it. See docs/sdk.md.
 from trailseal.client.context import RequestContext, current, request_context, set_actor
 from trailseal.client.core import AsyncAuditClient, AuditClient, InvalidEvent
 from trailseal.client.diff import DEFAULT_REDACT, REDACTED, compute_changes, redact
+from trailseal.client.outbox import record_in_transaction, set_audit_context
 from trailseal.integrity.receipt import CheckedReceipt, ReceiptError, verify_receipt
 
 __all__ = [
@@ -28,8 +29,10 @@ __all__ = [
     "RequestContext",
     "compute_changes",
     "current",
+    "record_in_transaction",
     "redact",
     "request_context",
     "set_actor",
+    "set_audit_context",
     "verify_receipt",
 ]

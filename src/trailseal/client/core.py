@@ -101,6 +101,67 @@ def _time(occurred_at: datetime | None, now_ms: int) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    """The JSON of an event built by ``build_event``; raises TypeError for a value with no
+    JSON form (orjson refuses lone surrogates too)."""
+    # orjson: a few times faster than json here.
+    return orjson.dumps(event, default=_json_default)
+
+
+def build_event(
+    event_id: str,
+    now_ms: int,
+    action: str,
+    actor: Ref | None,
+    target: Ref | None,
+    before: object,
+    after: object,
+    changes: Mapping[str, Any] | None,
+    outcome: str | Mapping[str, Any],
+    metadata: Mapping[str, Any] | None,
+    occurred_at: datetime | None,
+    *,
+    redact_fields: frozenset[str],
+    defaults: Mapping[str, str],
+) -> dict[str, Any]:
+    """The event ``record()`` sends, built from its arguments and the request context
+    (which supplies the actor when none is given, and ``context``); ``redact_fields`` are
+    masked in changes and metadata, ``defaults`` (service, region) start the context.
+    Raises ``InvalidEvent`` (or whatever reading an argument raises) for a bad one."""
+    if not isinstance(action, str) or not ACTION.match(action):
+        raise InvalidEvent(f"action {action!r} is not like user.role.updated")
+    request = context.current()
+    if actor is None and request is not None and request.actor:
+        actor = request.actor
+    actor_ref = _ref(actor, "actor")
+    if actor_ref["type"] not in ACTOR_TYPES:
+        raise InvalidEvent(f"actor type must be one of {sorted(ACTOR_TYPES)}")
+    event: dict[str, Any] = {
+        "id": event_id,
+        "occurred_at": _time(occurred_at, now_ms),
+        "actor": actor_ref,
+        "action": action,
+        "target": _ref(target, "target"),
+    }
+    if before is not None or after is not None:
+        event["changes"] = compute_changes(before, after, redact=redact_fields)
+    elif changes:
+        event["changes"] = redact(changes, redact_fields)
+    ctx = dict(defaults)
+    if request is not None:
+        ctx.update(request.as_event_context())
+    event["context"] = ctx
+    if isinstance(outcome, str):
+        event["outcome"] = {"status": outcome}
+    else:
+        event["outcome"] = dict(outcome)
+    if event["outcome"].get("status") not in ("success", "failure"):
+        raise InvalidEvent("outcome must be success or failure")
+    if metadata:
+        event["metadata"] = redact(metadata, redact_fields)
+    return event
+
+
 class AuditClient:
     """Records audit events durably and delivers them to a trailseal service.
 
@@ -168,8 +229,9 @@ class AuditClient:
         now_ms = time.time_ns() // 1_000_000
         event_id = str(uuid7(now_ms))
         try:
-            event = self._build(event_id, now_ms, action, actor, target, before, after,
-                                changes, outcome, metadata, occurred_at)
+            event = build_event(event_id, now_ms, action, actor, target, before, after,
+                                changes, outcome, metadata, occurred_at,
+                                redact_fields=self.redact_fields, defaults=self.defaults)
         except Exception as exc:  # bad arguments, or an ORM object that cannot be read
             return self._invalid(event_id, action, exc)
         try:
@@ -194,53 +256,6 @@ class AuditClient:
         if self.strict:
             raise InvalidEvent(str(exc)) from None
         return event_id
-
-    def _build(
-        self,
-        event_id: str,
-        now_ms: int,
-        action: str,
-        actor: Ref | None,
-        target: Ref | None,
-        before: object,
-        after: object,
-        changes: Mapping[str, Any] | None,
-        outcome: str | Mapping[str, Any],
-        metadata: Mapping[str, Any] | None,
-        occurred_at: datetime | None,
-    ) -> dict[str, Any]:
-        if not isinstance(action, str) or not ACTION.match(action):
-            raise InvalidEvent(f"action {action!r} is not like user.role.updated")
-        request = context.current()
-        if actor is None and request is not None and request.actor:
-            actor = request.actor
-        actor_ref = _ref(actor, "actor")
-        if actor_ref["type"] not in ACTOR_TYPES:
-            raise InvalidEvent(f"actor type must be one of {sorted(ACTOR_TYPES)}")
-        event: dict[str, Any] = {
-            "id": event_id,
-            "occurred_at": _time(occurred_at, now_ms),
-            "actor": actor_ref,
-            "action": action,
-            "target": _ref(target, "target"),
-        }
-        if before is not None or after is not None:
-            event["changes"] = compute_changes(before, after, redact=self.redact_fields)
-        elif changes:
-            event["changes"] = redact(changes, self.redact_fields)
-        ctx = dict(self.defaults)
-        if request is not None:
-            ctx.update(request.as_event_context())
-        event["context"] = ctx
-        if isinstance(outcome, str):
-            event["outcome"] = {"status": outcome}
-        else:
-            event["outcome"] = dict(outcome)
-        if event["outcome"].get("status") not in ("success", "failure"):
-            raise InvalidEvent("outcome must be success or failure")
-        if metadata:
-            event["metadata"] = redact(metadata, self.redact_fields)
-        return event
 
     def _spool(self, event: dict[str, Any]) -> None:
         writer = self.writer
@@ -271,10 +286,7 @@ class AuditClient:
         self.memory.append(self._encode(event))
         self.stats.in_memory += 1
 
-    @staticmethod
-    def _encode(event: dict[str, Any]) -> bytes:
-        # orjson: a few times faster than json here, and it refuses lone surrogates.
-        return orjson.dumps(event, default=_json_default)
+    _encode = staticmethod(encode_event)
 
     def _spool_failed(self, exc: Exception) -> None:
         self.stats.spool_errors += 1

@@ -35,12 +35,19 @@ class EventFilter:
     outcome: str | None = None
     since: datetime | None = None  # occurred_at >= since
     until: datetime | None = None  # occurred_at < until
+    correlation_id: str | None = None
+    request_id: str | None = None
 
     def fingerprint(self) -> str:
         """A stable text of the filters, which a cursor is bound to."""
         values = {
             k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()
         }
+        # Filters added later are left out while unset, so cursors issued before they
+        # existed stay valid.
+        for later in ("correlation_id", "request_id"):
+            if values[later] is None:
+                del values[later]
         return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
 
@@ -69,7 +76,9 @@ def _like_prefix(prefix: str) -> str:
 def _conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
     where: list[sql.Composable] = [sql.SQL("tenant = %s")]
     params: list[Any] = [tenant]
-    for column in ("actor_id", "target_type", "target_id", "outcome"):
+    for column in (
+        "actor_id", "target_type", "target_id", "outcome", "correlation_id", "request_id"
+    ):
         value = getattr(flt, column)
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))

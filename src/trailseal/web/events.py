@@ -167,6 +167,12 @@ async def list_events(
     outcome: Literal["success", "failure"] | None = None,
     since: Annotated[datetime | None, Query(description="RFC 3339; occurred_at >= since")] = None,
     until: Annotated[datetime | None, Query(description="RFC 3339; occurred_at < until")] = None,
+    correlation_id: Annotated[
+        str | None, Query(max_length=256, description="context.correlation_id")
+    ] = None,
+    request_id: Annotated[
+        str | None, Query(max_length=256, description="context.request_id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> Any:
@@ -176,7 +182,8 @@ async def list_events(
         if value is not None and value.tzinfo is None:
             raise Problem(422, "invalid-input", "Invalid input",
                           f"{name} must carry a time zone offset (RFC 3339)")
-    flt = EventFilter(actor_id, target_type, target_id, action, outcome, since, until)
+    flt = EventFilter(actor_id, target_type, target_id, action, outcome, since, until,
+                      correlation_id=correlation_id, request_id=request_id)
     async with request.app.state.pool.connection() as conn:
         page = await query_events(
             conn, who.tenant, flt, limit=limit, cursor_key=request.app.state.cursor_key,
