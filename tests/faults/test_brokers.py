@@ -83,7 +83,7 @@ def test_consumer_and_relay_sigkill_and_a_faulty_network(cluster, broker):
     relay = cluster.start_broker_relay(via_proxy, queue)
     consumer = cluster.start_consumer(broker, queue)
     try:
-        for turn in range(rounds(25)):
+        for turn in range(rounds(32)):  # 26 consumer kills and 6 relay kills
             time.sleep(rng.uniform(0.05, 0.3))  # only picks the moment of the next fault
             if turn % 5 == 4:
                 kill(relay)
