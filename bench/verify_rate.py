@@ -19,8 +19,8 @@ from pathlib import Path
 from psycopg import AsyncConnection
 
 from trailseal import ingest
+from trailseal.ids import uuid7
 from trailseal.integrity.checkpoint import log_origin
-from trailseal.model import uuid7
 from trailseal.runtime import build_sequencer, load_signer
 from trailseal.settings import Settings
 from trailseal.store import create_pool, embedded, migrate
