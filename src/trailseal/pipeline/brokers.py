@@ -21,6 +21,7 @@ batches; ``send`` hands the loop a coroutine and waits for its result.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import contextlib
@@ -249,7 +250,7 @@ class _LoopThread:
             self.loop.close()
 
 
-class _BrokerTransport:
+class _BrokerTransport(abc.ABC):
     """What both transports share: id checks, the loop thread, error handling.
 
     A subclass connects lazily in ``_open`` and publishes one batch in ``_publish``; any
@@ -300,11 +301,13 @@ class _BrokerTransport:
             finally:
                 self._loop.stop()
 
+    @abc.abstractmethod
     async def _publish(self, batch: list[tuple[str, bytes]]) -> None:
-        raise NotImplementedError
+        """Publish one batch and wait for every confirmation."""
 
+    @abc.abstractmethod
     async def _disconnect(self) -> None:
-        raise NotImplementedError
+        """Drop the connection, if any."""
 
 
 async def _all_confirmed(publishes: list[Coroutine[Any, Any, Any]]) -> None:
