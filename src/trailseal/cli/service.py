@@ -44,8 +44,8 @@ def serve(
             key = asyncio.run(_seed(target.database_url))
             _announce_demo(host, port, key.token)
         if values.run_sequencer:
-            console.print(f"checkpoints are signed by: {load_signer(values).verifier_key()}",
-                          highlight=False)
+            console.print("checkpoints are signed by the verifier key:", style="bold")
+            print(f"  {load_signer(values).verifier_key()}")  # unwrapped, to copy whole
     except (TrailsealError, psycopg.Error) as exc:
         raise fail(str(exc)) from None
     app = create_app(values, target.database_url, target.cursor_key)
