@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection
 from pydantic import BaseModel
 
 from trailseal import ingest
@@ -200,14 +202,21 @@ async def read_event(
 ) -> Any:
     """The event with this id, with its seq, leaf hash and chain hash. Another tenant's
     id answers exactly as a missing one does."""
+    return await find_event(request, who.tenant, event_id, get_event)
+
+
+Lookup = Callable[[AsyncConnection, str, uuid.UUID], Awaitable[dict[str, Any] | None]]
+
+
+async def find_event(request: Request, tenant: str, event_id: str, lookup: Lookup) -> Any:
+    """``lookup`` of one of ``tenant``'s events by id; a malformed, missing or another
+    tenant's id is the same 404."""
     try:
         parsed = uuid.UUID(event_id)
     except ValueError:
-        parsed = None
-    event = None
-    if parsed is not None:
-        async with request.app.state.pool.connection() as conn:
-            event = await get_event(conn, who.tenant, parsed)
-    if event is None:
+        raise Problem(404, "not-found", "Not found", "no such event") from None
+    async with request.app.state.pool.connection() as conn:
+        found = await lookup(conn, tenant, parsed)
+    if found is None:
         raise Problem(404, "not-found", "Not found", "no such event")
-    return event
+    return found

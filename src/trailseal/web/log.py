@@ -7,7 +7,6 @@ recomputes the root and checks the checkpoint signature with the key from ``/v1/
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,6 +18,7 @@ from trailseal.reading.tree import b64, latest_checkpoint, open_tree, receipt, v
 from trailseal.store import Role, transaction
 from trailseal.tenants import Principal
 from trailseal.web.auth import require
+from trailseal.web.events import find_event
 from trailseal.web.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["log"])
@@ -112,14 +112,4 @@ async def consistency(
 async def event_receipt(
     request: Request, event_id: str, who: Annotated[Principal, Depends(require("read"))]
 ) -> Any:
-    try:
-        parsed = uuid.UUID(event_id)
-    except ValueError:
-        parsed = None
-    found = None
-    if parsed is not None:
-        async with request.app.state.pool.connection() as conn:
-            found = await receipt(conn, who.tenant, parsed)
-    if found is None:
-        raise Problem(404, "not-found", "Not found", "no such event")
-    return found
+    return await find_event(request, who.tenant, event_id, receipt)
