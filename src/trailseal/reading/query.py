@@ -1,54 +1,147 @@
-"""Queries over a tenant's events, newest first, with keyset pagination.
+"""Queries over a tenant's events in a stable order, with keyset pagination.
 
 Every statement names the tenant explicitly as well as relying on row-level security,
-and every filter is served by an index that leads with the tenant.
+and every filter is served by an index that leads with the tenant (migrations 0001,
+0004 and 0005). One function builds the SELECT (:func:`select_events`), so the API, the
+streaming reader and the plan tests all run the very same SQL.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import secrets
 import uuid
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
 
-from trailseal.errors import InvalidInput
+from trailseal.errors import FieldProblem, InvalidInput
+from trailseal.model import ACTION_PATTERN
 from trailseal.reading import cursor
 from trailseal.store import Role, scoped
 
 MAX_LIMIT = 1000
+MAX_ACTIONS = 50
+MIN_TEXT = 3  # the trigram index serves searches of three characters or more
+MAX_TEXT = 256
+
+Order = Literal["asc", "desc"]
+
+_EXACT = re.compile(ACTION_PATTERN)
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.\*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _COLUMNS = sql.SQL("seq, occurred_at, canonical, leaf_hash, chain_hash")
+# The text that ``q`` searches. Migration 0005 indexes exactly this expression (GIN,
+# pg_trgm); the two must stay equal or the planner cannot use the index. The newline
+# keeps a search from matching across two names (``q`` never holds one).
+NAMES = sql.SQL(
+    "(actor_id || E'\\n' || coalesce(actor_name, '') || E'\\n' || target_id"
+    " || E'\\n' || coalesce(target_name, ''))"
+)
+# Filters added after the first release: left out of the fingerprint while unset, so
+# cursors issued before they existed stay valid.
+_LATER = ("correlation_id", "request_id", "actor_type", "service", "ip", "q", "include_meta")
+
+
+def _invalid(parameter: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{parameter} {message}", [FieldProblem(None, parameter, message)])
+
+
+def _actions(value: str | Iterable[str]) -> tuple[str, ...]:
+    found = [value] if isinstance(value, str) else list(value)
+    if len(found) > MAX_ACTIONS:
+        raise _invalid("action", f"takes at most {MAX_ACTIONS} actions")
+    for action in found:
+        if not (_EXACT.match(action) or _PREFIX.match(action)) or len(action) > 128:
+            raise _invalid(
+                "action",
+                f"{action!r} is neither an action such as user.role.updated nor a prefix "
+                "such as user.* or user.role.*",
+            )
+    return tuple(sorted(set(found)))
+
+
+def _network(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise _invalid(
+            "ip", f"{value!r} is not an IP address or a CIDR network such as 10.0.0.0/8 "
+            "or 2001:db8::/32"
+        ) from None
+    return str(network)
 
 
 @dataclass(frozen=True)
 class EventFilter:
-    """The filters of ``GET /v1/events``; None means "any"."""
+    """What to look for in a tenant's events; None (or empty) means "any".
+
+    Building one checks and normalises it (``InvalidInput`` naming the parameter), so
+    every holder of an ``EventFilter`` has a valid one: actions are sorted and
+    deduplicated, ``ip`` is a network in its canonical text.
+    """
 
     actor_id: str | None = None
     target_type: str | None = None
     target_id: str | None = None
-    action: str | None = None  # exact, or a prefix written "user.*"
+    action: tuple[str, ...] = ()  # any of: exact actions, and prefixes written "user.*"
     outcome: str | None = None
     since: datetime | None = None  # occurred_at >= since
     until: datetime | None = None  # occurred_at < until
     correlation_id: str | None = None
     request_id: str | None = None
+    actor_type: str | None = None
+    service: str | None = None
+    ip: str | None = None  # an address or a CIDR network: ip <<= network
+    q: str | None = None  # case-insensitive text in actor and target ids and names
+    include_meta: bool = False  # also the meta-audit's own audit.* events
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", _actions(self.action))
+        if self.ip is not None:
+            object.__setattr__(self, "ip", _network(self.ip))
+        if self.q is not None:
+            if not MIN_TEXT <= len(self.q) <= MAX_TEXT:
+                raise _invalid("q", f"must be {MIN_TEXT} to {MAX_TEXT} characters long")
+            if _CONTROL.search(self.q):
+                raise _invalid("q", "must not contain control characters")
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise _invalid(name, "must carry a time zone offset (RFC 3339)")
 
     def fingerprint(self) -> str:
         """A stable text of the filters, which a cursor is bound to."""
-        values = {
+        values: dict[str, Any] = {
             k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()
         }
-        # Filters added later are left out while unset, so cursors issued before they
-        # existed stay valid.
-        for later in ("correlation_id", "request_id"):
-            if values[later] is None:
+        # One action is written as it always was; several as a sorted list.
+        actions = self.action
+        values["action"] = None if not actions else actions[0] if len(actions) == 1 else list(
+            actions
+        )
+        for later in _LATER:
+            if values[later] in (None, False):
                 del values[later]
         return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+    def asked(self) -> dict[str, Any]:
+        """The filters that are set, as JSON values (for the meta-audit, for instance)."""
+        values: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if value is None or value == () or value is False:
+                continue
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            values[key] = value
+        return values
 
 
 @dataclass(frozen=True)
@@ -69,29 +162,57 @@ def event_view(row: tuple[Any, ...]) -> dict[str, Any]:
     return document
 
 
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def like_escape(text: str) -> str:
+    """``text`` with the LIKE wildcards and the escape character taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
+def _action_condition(actions: tuple[str, ...], params: list[Any]) -> sql.Composable:
+    exact = [a for a in actions if not a.endswith("*")]
+    prefixes = [a[:-1] for a in actions if a.endswith("*")]
+    parts: list[sql.Composable] = []
+    if len(exact) == 1:
+        parts.append(sql.SQL("action = %s"))
+        params.append(exact[0])
+    elif exact:
+        parts.append(sql.SQL("action = ANY(%s)"))
+        params.append(exact)
+    for prefix in prefixes:
+        # action has the C collation, so a LIKE prefix is an index range.
+        parts.append(sql.SQL("action LIKE %s"))
+        params.append(like_escape(prefix) + "%")
+    if len(parts) == 1:
+        return parts[0]
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
+
+
+def conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
+    """The WHERE conditions (to be joined with AND) and their parameters that select
+    ``tenant``'s events matching ``flt``, over ``trailseal.events`` unaliased."""
     where: list[sql.Composable] = [sql.SQL("tenant = %s")]
     params: list[Any] = [tenant]
     for column in (
-        "actor_id", "target_type", "target_id", "outcome", "correlation_id", "request_id"
+        "actor_type", "actor_id", "target_type", "target_id", "outcome", "correlation_id",
+        "request_id", "service",
     ):
         value = getattr(flt, column)
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
             params.append(value)
-    if flt.action is not None:
-        if flt.action.endswith("*"):
-            if not _PREFIX.match(flt.action):
-                raise InvalidInput("action prefix must look like user.* or user.role.*")
-            where.append(sql.SQL("action LIKE %s"))
-            params.append(_like_prefix(flt.action[:-1]))
-        else:
-            where.append(sql.SQL("action = %s"))
-            params.append(flt.action)
+    if flt.action:
+        # Naming actions is asking for exactly those, so audit.* ones are not left out.
+        where.append(_action_condition(flt.action, params))
+    elif not flt.include_meta:
+        # Written as a literal, the same text as the predicate of the partial index
+        # events_time_recorded (0005), so the planner can use it.
+        where.append(sql.SQL("action NOT LIKE 'audit.%%'"))
+    if flt.ip is not None:
+        # A btree rewrites <<= into an index range over the network's addresses.
+        where.append(sql.SQL("ip <<= %s::inet"))
+        params.append(flt.ip)
+    if flt.q is not None:
+        where.append(sql.SQL("{} ILIKE %s").format(NAMES))
+        params.append("%" + like_escape(flt.q) + "%")
     if flt.since is not None:
         where.append(sql.SQL("occurred_at >= %s"))
         params.append(flt.since)
@@ -99,6 +220,39 @@ def _conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], li
         where.append(sql.SQL("occurred_at < %s"))
         params.append(flt.until)
     return where, params
+
+
+def select_events(
+    tenant: str,
+    flt: EventFilter,
+    *,
+    order: Order = "desc",
+    after: tuple[datetime, int] | None = None,
+    limit: int | None = None,
+) -> tuple[sql.Composed, list[Any]]:
+    """The SELECT of ``tenant``'s events matching ``flt`` in (occurred_at, seq) ``order``,
+    from just past the position ``after``, at most ``limit`` rows; and its parameters.
+    Rows are what :func:`event_view` takes."""
+    where, params = conditions(tenant, flt)
+    direction = sql.SQL("DESC" if order == "desc" else "ASC")
+    if after is not None:
+        where.append(sql.SQL("(occurred_at, seq) {} (%s, %s)").format(
+            sql.SQL("<" if order == "desc" else ">")
+        ))
+        params.extend(after)
+    statement = sql.SQL(
+        "SELECT {} FROM trailseal.events WHERE {} ORDER BY occurred_at {}, seq {}"
+    ).format(_COLUMNS, sql.SQL(" AND ").join(where), direction, direction)
+    if limit is not None:
+        statement = sql.SQL("{} LIMIT %s").format(statement)
+        params.append(limit)
+    return statement, params
+
+
+def _cursor_query(flt: EventFilter, order: Order) -> str:
+    # Newest first was the only order once, so its cursors carry no order mark.
+    fingerprint = flt.fingerprint()
+    return fingerprint if order == "desc" else fingerprint + "|order=asc"
 
 
 async def query_events(
@@ -109,28 +263,56 @@ async def query_events(
     limit: int,
     cursor_key: bytes,
     after: str | None = None,
+    order: Order = "desc",
 ) -> Page:
-    """Events of ``tenant`` matching ``flt``, newest first (occurred_at, then seq)."""
+    """One page of ``tenant``'s events matching ``flt``: newest first by (occurred_at,
+    seq), or oldest first with ``order="asc"``. ``after`` is the ``next_cursor`` of the
+    page before; it must come from the same tenant, filters and order."""
     if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
-    where, params = _conditions(tenant, flt)
-    fingerprint = flt.fingerprint()
-    if after is not None:
-        occurred_at, seq = cursor.decode(cursor_key, tenant, fingerprint, after)
-        where.append(sql.SQL("(occurred_at, seq) < (%s, %s)"))
-        params.extend([occurred_at, seq])
-    statement = sql.SQL(
-        "SELECT {} FROM trailseal.events WHERE {} ORDER BY occurred_at DESC, seq DESC LIMIT %s"
-    ).format(_COLUMNS, sql.SQL(" AND ").join(where))
+        raise _invalid("limit", f"must be between 1 and {MAX_LIMIT}")
+    query = _cursor_query(flt, order)
+    position = cursor.decode(cursor_key, tenant, query, after) if after is not None else None
+    statement, params = select_events(tenant, flt, order=order, after=position, limit=limit + 1)
     async with scoped(conn, Role.READER, tenant):
-        cur = await conn.execute(statement, [*params, limit + 1])
+        cur = await conn.execute(statement, params)
         rows = await cur.fetchall()
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = cursor.encode(cursor_key, tenant, fingerprint, last[1], last[0])
+        next_cursor = cursor.encode(cursor_key, tenant, query, last[1], last[0])
     return Page([event_view(row) for row in rows], next_cursor)
+
+
+async def stream_rows(
+    conn: AsyncConnection, statement: sql.Composed, params: list[Any], *, batch: int
+) -> AsyncIterator[tuple[Any, ...]]:
+    """The rows of ``statement`` through a server-side cursor, ``batch`` at a time, so
+    memory stays constant however many there are. Needs an open transaction on ``conn``."""
+    async with conn.cursor(name=f"trailseal_rows_{secrets.token_hex(6)}") as cur:
+        cur.itersize = batch
+        await cur.execute(statement, params)
+        async for row in cur:
+            yield row
+
+
+async def iter_events(
+    conn: AsyncConnection,
+    tenant: str,
+    flt: EventFilter,
+    *,
+    order: Order = "asc",
+    batch: int = 1000,
+) -> AsyncIterator[dict[str, Any]]:
+    """Every event of ``tenant`` matching ``flt``, in (occurred_at, seq) ``order``, as
+    :func:`event_view` dicts, read ``batch`` rows at a time in constant memory.
+
+    Precondition: ``conn`` is inside ``scoped(conn, Role.READER, tenant)``; the
+    server-side cursor lives in that transaction, so consume the iterator before it
+    ends (and one transaction sees one snapshot, so the events are consistent)."""
+    statement, params = select_events(tenant, flt, order=order)
+    async for row in stream_rows(conn, statement, params, batch=batch):
+        yield event_view(row)
 
 
 async def get_event(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +17,8 @@ from trailseal.errors import BadJSON
 from trailseal.reading.query import EventFilter, get_event, query_events, sequenced
 from trailseal.tenants import Principal
 from trailseal.web.auth import require
+from trailseal.web.filters import Paging, event_filter, paging, problem_responses
+from trailseal.web.meta import note_read
 from trailseal.web.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -158,40 +159,30 @@ async def _wait_sequenced(
         delay = min(delay * 2, 0.05)
 
 
-@router.get("/events", response_model=EventsPage, summary="Search events, newest first")
+@router.get(
+    "/events",
+    response_model=EventsPage,
+    responses=problem_responses(401, 403, 422),
+    summary="Search events, newest first (or oldest first)",
+)
 async def list_events(
     request: Request,
     who: Annotated[Principal, Depends(require("read"))],
-    actor_id: str | None = None,
-    target_type: str | None = None,
-    target_id: str | None = None,
-    action: Annotated[str | None, Query(description="exact, or a prefix such as user.*")] = None,
-    outcome: Literal["success", "failure"] | None = None,
-    since: Annotated[datetime | None, Query(description="RFC 3339; occurred_at >= since")] = None,
-    until: Annotated[datetime | None, Query(description="RFC 3339; occurred_at < until")] = None,
-    correlation_id: Annotated[
-        str | None, Query(max_length=256, description="context.correlation_id")
-    ] = None,
-    request_id: Annotated[
-        str | None, Query(max_length=256, description="context.request_id")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    flt: Annotated[EventFilter, Depends(event_filter)],
+    page: Annotated[Paging, Depends(paging)],
 ) -> Any:
-    """Events of the key's tenant matching every given filter, newest first, one page at
-    a time; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise Problem(422, "invalid-input", "Invalid input",
-                          f"{name} must carry a time zone offset (RFC 3339)")
-    flt = EventFilter(actor_id, target_type, target_id, action, outcome, since, until,
-                      correlation_id=correlation_id, request_id=request_id)
+    """Events of the key's tenant matching every given filter, one page at a time, in
+    (`occurred_at`, `seq`) order; pass `next_cursor` back as `cursor` for the next page.
+    The meta-audit's own `audit.*` events are left out unless `include_meta=true` or
+    `action` names them."""
+    note = note_read(request, who, "audit.events.queried", flt.asked())
     async with request.app.state.pool.connection() as conn:
-        page = await query_events(
-            conn, who.tenant, flt, limit=limit, cursor_key=request.app.state.cursor_key,
-            after=cursor,
+        found = await query_events(
+            conn, who.tenant, flt, limit=page.limit, cursor_key=request.app.state.cursor_key,
+            after=page.cursor, order=page.order,
         )
-    return {"events": page.events, "next_cursor": page.next_cursor}
+    note.count = len(found.events)
+    return {"events": found.events, "next_cursor": found.next_cursor}
 
 
 @router.get("/events/{event_id}", summary="One event by id")

@@ -1,0 +1,177 @@
+"""The query parameters that choose events, parsed once for every endpoint that reads
+them: ``GET /v1/events``, target timelines, exports and the SIEM stream.
+
+``Depends(event_filter)`` gives an :class:`~trailseal.reading.query.EventFilter`;
+``Depends(paging)`` gives the order, page size and cursor. Every bad parameter is a 422
+problem document that names it. A text filter given empty is the same as one left out
+(as an HTML form sends an empty field).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Query
+
+from trailseal.errors import FieldProblem, InvalidInput
+from trailseal.model import RFC3339
+from trailseal.reading.query import MAX_LIMIT, MAX_TEXT, MIN_TEXT, EventFilter, Order
+from trailseal.web.problems import MEDIA_TYPE, Problem
+
+_TIME_EXAMPLE = "2026-03-12T09:00:00Z"
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "An RFC 9457 problem document.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "index": {"type": ["integer", "null"]},
+                    "path": {"type": "string", "description": "e.g. query.ip"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+    "required": ["type", "title", "status"],
+}
+_PROBLEMS = {
+    401: "No bearer token, or an unknown or revoked one.",
+    403: "The key lacks the `read` scope.",
+    404: "No such target: it has no events in this key's tenant.",
+    422: "A parameter is invalid (each is named in `errors[].path`), or the cursor was not "
+    "issued for this tenant, these filters and this order.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problem documents a read endpoint may answer."""
+    return {
+        status: {
+            "description": _PROBLEMS[status],
+            "content": {MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
+def _invalid(parameter: str, message: str) -> Problem:
+    return Problem(422, "invalid-input", "Invalid input", f"{parameter} {message}",
+                   [FieldProblem(None, f"query.{parameter}", message)])
+
+
+def _time(parameter: str, value: str | None) -> datetime | None:
+    if not value:
+        return None
+    text = value.strip()
+    if not RFC3339.match(text):
+        hint = ""
+        if " " in text and RFC3339.match(text.replace(" ", "+")):
+            hint = "; a + in a URL stands for a space, so write the offset as %2B or use Z"
+        raise _invalid(parameter, f"must be an RFC 3339 time with an offset, such as "
+                                  f"{_TIME_EXAMPLE}{hint}")
+    try:
+        return datetime.fromisoformat(text.upper())
+    except ValueError:
+        raise _invalid(parameter, f"{value!r} is not a valid date and time") from None
+
+
+def _actions(values: list[str] | None) -> tuple[str, ...]:
+    found: list[str] = []
+    for value in values or ():
+        found += [part.strip() for part in value.split(",") if part.strip()]
+    return tuple(found)
+
+
+async def event_filter(
+    actor_id: Annotated[str | None, Query(
+        max_length=256, description="The actor's id (`actor.id`), exactly.")] = None,
+    actor_type: Annotated[Literal["user", "service", "api_key", "system"] | None, Query(
+        description="The actor's type (`actor.type`).")] = None,
+    target_type: Annotated[str | None, Query(
+        max_length=64, description="The target's type (`target.type`), exactly.")] = None,
+    target_id: Annotated[str | None, Query(
+        max_length=256, description="The target's id (`target.id`), exactly.")] = None,
+    action: Annotated[list[str] | None, Query(
+        description="Any of these actions: exact (`user.role.updated`) or a prefix "
+        "(`auth.login.*`). Repeat the parameter or separate with commas; exact and prefix "
+        "may be mixed. Naming actions also finds `audit.*` ones (see `include_meta`).",
+        examples=["auth.login.failed", "auth.login.*,user.role.updated"])] = None,
+    outcome: Annotated[Literal["success", "failure"] | None, Query(
+        description="`outcome.status`.")] = None,
+    ip: Annotated[str | None, Query(
+        max_length=64, description="`context.ip` is this address, or falls in this CIDR "
+        "network (IPv4 or IPv6), e.g. `203.0.113.0/24` or `2001:db8::/32`.")] = None,
+    since: Annotated[str | None, Query(
+        description="RFC 3339 time with an offset; `occurred_at >= since`.",
+        examples=[_TIME_EXAMPLE])] = None,
+    until: Annotated[str | None, Query(
+        description="RFC 3339 time with an offset; `occurred_at < until`.",
+        examples=[_TIME_EXAMPLE])] = None,
+    correlation_id: Annotated[str | None, Query(
+        max_length=256, description="`context.correlation_id`, exactly.")] = None,
+    request_id: Annotated[str | None, Query(
+        max_length=256, description="`context.request_id`, exactly.")] = None,
+    service: Annotated[str | None, Query(
+        max_length=256, description="`context.service`, exactly.")] = None,
+    q: Annotated[str | None, Query(
+        max_length=MAX_TEXT,
+        description=f"Text ({MIN_TEXT} to {MAX_TEXT} characters, any case) found in the "
+        "actor's or the target's id or name.")] = None,
+    include_meta: Annotated[bool, Query(
+        description="Also the `audit.*` events trailseal writes about reads of the log "
+        "(the meta-audit). Without it they are left out, unless `action` is given.")] = False,
+) -> EventFilter:
+    """The filters of one request; each set one must match (AND)."""
+    try:
+        return EventFilter(
+            actor_id=actor_id or None,
+            target_type=target_type or None,
+            target_id=target_id or None,
+            action=_actions(action),
+            outcome=outcome,
+            since=_time("since", since),
+            until=_time("until", until),
+            correlation_id=correlation_id or None,
+            request_id=request_id or None,
+            actor_type=actor_type,
+            service=service or None,
+            ip=ip or None,
+            q=q or None,
+            include_meta=include_meta,
+        )
+    except InvalidInput as exc:
+        problems = [FieldProblem(p.index, f"query.{p.path}", p.message) for p in exc.problems]
+        raise Problem(422, "invalid-input", "Invalid input", str(exc), problems) from None
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Which page of the results: order, page size, and where the last page ended."""
+
+    order: Order
+    limit: int
+    cursor: str | None
+
+
+async def paging(
+    order: Annotated[Literal["asc", "desc"], Query(
+        description="`desc` (default): newest first; `asc`: oldest first. Both by "
+        "`occurred_at`, then `seq`.")] = "desc",
+    limit: Annotated[int, Query(
+        ge=1, le=MAX_LIMIT, description=f"Events per page, 1 to {MAX_LIMIT}.")] = 100,
+    cursor: Annotated[str | None, Query(
+        max_length=512, description="The `next_cursor` of the page before. It is bound to "
+        "the tenant, the filters and the order it was issued for.")] = None,
+) -> Paging:
+    """The paging parameters of one request."""
+    return Paging(order, limit, cursor or None)
