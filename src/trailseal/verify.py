@@ -19,23 +19,30 @@ named by seq and kind:
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from psycopg import AsyncConnection
 
 from trailseal.integrity import GENESIS_CHAIN_HASH
-from trailseal.integrity import chain_hash as next_chain_hash
 from trailseal.integrity import leaf_hash as compute_leaf_hash
-from trailseal.integrity.canonical import is_canonical
 from trailseal.integrity.checkpoint import CheckpointError, open_checkpoint
 from trailseal.integrity.notes import NoteError, Verifier
+from trailseal.integrity.recompute import Recomputed, recompute
 from trailseal.integrity.tiles import TILE_WIDTH, TreeState
 from trailseal.store import Role, scoped
 from trailseal.witness import WormFolder, witnessed
 
 _WINDOW = 8  # rows looked at past a mismatch to tell reordering from insertion or deletion
+_RUN = 4096  # rows fetched and recomputed together (a multiple of the tile width)
+_PARALLEL_FROM = 100_000  # rows from which other processes pay for their start
 
 
 class Kind(StrEnum):
@@ -80,8 +87,7 @@ class Report:
             self.finding = Finding(seq, kind, detail)
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     seq: int
     canonical: bytes
     leaf_hash: bytes
@@ -96,25 +102,38 @@ class _Expected:
     def __init__(self, conn: AsyncConnection, tenant: str, edge: list[bytes], size: int) -> None:
         self.conn = conn
         self.tenant = tenant
-        self.edge = edge
+        self.edge = b"".join(edge)
         self.edge_start = size - len(edge)
-        self.tiles: dict[int, bytes] = {}
+
+    async def leaves(self, start: int, count: int) -> bytes:
+        """The recorded leaf hashes of seqs start .. start + count - 1, concatenated;
+        shorter where the record ends."""
+        end = start + count
+        parts: list[bytes] = []
+        tiles_end = min(end, self.edge_start)
+        if start < tiles_end:
+            first, last = start // TILE_WIDTH, (tiles_end - 1) // TILE_WIDTH
+            cur = await self.conn.execute(
+                "SELECT idx, hashes FROM trailseal.tiles"
+                " WHERE tenant = %s AND level = 0 AND idx BETWEEN %s AND %s ORDER BY idx",
+                (self.tenant, first, last),
+            )
+            recorded = b""
+            for idx, hashes in await cur.fetchall():
+                if idx != first + len(recorded) // (TILE_WIDTH * 32):
+                    break  # a missing tile ends what is recorded
+                recorded += bytes(hashes)
+            offset = (start - first * TILE_WIDTH) * 32
+            parts.append(recorded[offset : offset + (tiles_end - start) * 32])
+            if len(parts[0]) < (tiles_end - start) * 32:
+                return parts[0]
+        if end > self.edge_start:
+            lo = max(start, self.edge_start) - self.edge_start
+            parts.append(self.edge[lo * 32 : (end - self.edge_start) * 32])
+        return b"".join(parts)
 
     async def leaf(self, seq: int) -> bytes | None:
-        if seq >= self.edge_start:
-            index = seq - self.edge_start
-            return self.edge[index] if index < len(self.edge) else None
-        tile = seq // TILE_WIDTH
-        if tile not in self.tiles:
-            cur = await self.conn.execute(
-                "SELECT hashes FROM trailseal.tiles WHERE tenant = %s AND level = 0 AND idx = %s",
-                (self.tenant, tile),
-            )
-            row = await cur.fetchone()
-            self.tiles = {tile: bytes(row[0]) if row else b""}
-        data = self.tiles[tile]
-        offset = (seq % TILE_WIDTH) * 32
-        return data[offset : offset + 32] or None
+        return await self.leaves(seq, 1) or None
 
 
 async def _classify(
@@ -209,52 +228,129 @@ async def _verify(
     if tree.size in wanted_roots:
         roots[tree.size] = tree.root()
 
-    async with conn.cursor(name="trailseal_verify") as rows_cur:
-        rows_cur.itersize = 5000
+    async with conn.cursor(name="trailseal_verify", binary=True) as rows_cur:
+        rows_cur.itersize = _RUN
         await rows_cur.execute(
             "SELECT seq, canonical, leaf_hash, chain_hash FROM trailseal.events"
             " WHERE tenant = %s AND seq >= %s ORDER BY seq",
             (tenant, from_seq),
         )
-        pending: list[_Row] = []
-        async for raw in rows_cur:
-            row = _Row(raw[0], bytes(raw[1]), bytes(raw[2]), bytes(raw[3]))
-            if pending:  # gathering rows after a mismatch
-                pending.append(row)
-                if len(pending) > _WINDOW:
+        async with _Recomputer(max(head_size, latest) - from_seq) as recomputer:
+            runs: deque[tuple[list[_Row], asyncio.Future[Recomputed]]] = deque()
+            previous = chain
+            while True:
+                while len(runs) < recomputer.depth:
+                    rows = [_Row(*raw) for raw in await rows_cur.fetchmany(_RUN)]
+                    if not rows:
+                        break
+                    runs.append((rows, recomputer.submit(rows, previous)))
+                    previous = rows[-1].chain_hash
+                if not runs:
                     break
-                continue
-            seq = tree.size
-            if row.seq < seq:
-                report.flag(row.seq, Kind.INSERTED, f"a second event with seq {row.seq}")
-                break
-            if row.seq > seq:
-                report.flag(seq, Kind.DELETED, f"seq {seq} to {row.seq - 1} missing")
-                break
-            leaf = compute_leaf_hash(row.canonical)
-            if (
-                leaf != row.leaf_hash
-                or not is_canonical(row.canonical)
-                or leaf != await expected.leaf(seq)
-            ):
-                pending.append(row)
-                continue
-            chain = next_chain_hash(chain, leaf)
-            if chain != row.chain_hash:
-                report.flag(seq, Kind.ALTERED, f"chain_hash at seq {seq} was changed")
-                break
-            tree.append(leaf)
-            count += 1
-            if tree.size in wanted_roots:
-                roots[tree.size] = tree.root()
-            if progress is not None and count % 10_000 == 0:
-                progress(count)
-        if pending:
-            await _classify(pending, expected, report)
+                rows, future = runs.popleft()
+                bad = await _take_run(rows, await future, tree, expected, wanted_roots, roots,
+                                      report)
+                count = tree.size - from_seq
+                if progress is not None:
+                    progress(count)
+                if bad is not None:
+                    window = rows[bad:]
+                    for later, _ in runs:
+                        window.extend(later)
+                    while len(window) <= _WINDOW:
+                        more = await rows_cur.fetchmany(_WINDOW)
+                        if not more:
+                            break
+                        window.extend(_Row(*raw) for raw in more)
+                    await _classify(window[: _WINDOW + 1], expected, report)
+                    break
+                if report.finding is not None:
+                    break
     report.events = count
     if progress is not None:
         progress(count)
     _compare_roots(report, tree.size, roots, checkpoints, published, head_size, latest)
+
+
+async def _take_run(
+    rows: list[_Row],
+    done: Recomputed,
+    tree: TreeState,
+    expected: _Expected,
+    wanted_roots: set[int],
+    roots: dict[int, bytes],
+    report: Report,
+) -> int | None:
+    """Add a recomputed run to the tree, up to its first departure; return the index of
+    a row that needs classifying, or None (a finding that needs none is flagged here)."""
+    start = tree.size
+    seqs = [row.seq for row in rows]
+    broken = None
+    if seqs != list(range(start, start + len(rows))):
+        broken = next(i for i, seq in enumerate(seqs) if seq != start + i)
+    recorded = await expected.leaves(start, len(rows))
+    unexpected = None
+    if b"".join(done.leaves) != recorded:
+        unexpected = next(
+            i for i, leaf in enumerate(done.leaves) if leaf != recorded[i * 32 : i * 32 + 32]
+        )
+    stops = [i for i in (broken, done.first_bad_entry, unexpected) if i is not None]
+    bad = min(stops, default=None)
+    good = len(rows) if bad is None else bad
+    if done.first_bad_chain is not None and done.first_bad_chain < good:
+        good = bad = done.first_bad_chain
+        _grow(tree, done.leaves[:good], wanted_roots, roots)
+        report.flag(start + good, Kind.ALTERED, f"chain_hash at seq {start + good} was changed")
+        return None
+    _grow(tree, done.leaves[:good], wanted_roots, roots)
+    if bad is not None and bad == broken:
+        seq, found = start + bad, seqs[bad]
+        if found < seq:
+            report.flag(found, Kind.INSERTED, f"a second event with seq {found}")
+        else:
+            report.flag(seq, Kind.DELETED, f"seq {seq} to {found - 1} missing")
+        return None
+    return bad
+
+
+def _grow(tree: TreeState, leaves: list[bytes], wanted: set[int], roots: dict[int, bytes]) -> None:
+    """Append ``leaves``, keeping the root at every wanted size on the way."""
+    base, at = tree.size, 0
+    for size in sorted(size for size in wanted if base < size <= base + len(leaves)):
+        tree.extend(leaves[at : size - base])
+        at = size - base
+        roots[size] = tree.root()
+    tree.extend(leaves[at:])
+
+
+class _Recomputer:
+    """Recomputes runs of rows, in other processes when the log is large enough to pay
+    for starting them, else inline; results come back in submission order."""
+
+    def __init__(self, rows: int) -> None:
+        workers = os.cpu_count() or 1
+        self.pool = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 1 and rows >= _PARALLEL_FROM else None
+        )
+        self.depth = 2 * workers if self.pool else 1
+
+    async def __aenter__(self) -> _Recomputer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def submit(self, rows: list[_Row], previous: bytes) -> asyncio.Future[Recomputed]:
+        args = ([r.canonical for r in rows], [r.leaf_hash for r in rows],
+                [r.chain_hash for r in rows], previous)
+        loop = asyncio.get_running_loop()
+        if self.pool is None:
+            future: asyncio.Future[Recomputed] = loop.create_future()
+            future.set_result(recompute(*args))
+            return future
+        return asyncio.wrap_future(self.pool.submit(recompute, *args))
 
 
 def _compare_roots(
@@ -302,11 +398,11 @@ async def _starting_point(
     tree = TreeState()
     if from_seq == 0:
         return tree, GENESIS_CHAIN_HASH, 0
-    for seq in range(from_seq):
-        leaf = await expected.leaf(seq)
-        if leaf is None:
+    for start in range(0, from_seq, _RUN):
+        recorded = await expected.leaves(start, min(_RUN, from_seq - start))
+        tree.extend(recorded[i : i + 32] for i in range(0, len(recorded), 32))
+        if len(recorded) < min(_RUN, from_seq - start) * 32:
             break
-        tree.append(leaf)
     cur = await conn.execute(
         "SELECT chain_hash FROM trailseal.events WHERE tenant = %s AND seq = %s",
         (tenant, from_seq - 1),

@@ -1,4 +1,4 @@
-"""is_canonical: its quick path (CPython's encoder) agrees with full canonicalisation."""
+"""is_canonical: its quick path (msgspec, sorted keys) agrees with full canonicalisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trailseal.integrity import canonicalize
-from trailseal.integrity.canonical import is_canonical
+from trailseal.integrity.canonical import _is_canonical_slowly, is_canonical
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
@@ -54,3 +54,47 @@ def test_known_cases():
     assert not is_canonical(b"{")
     assert is_canonical('{"\U0001f600":1,"\ufb33":2}'.encode())  # UTF-16 order
     assert not is_canonical('{"\ufb33":2,"\U0001f600":1}'.encode())
+
+
+def test_the_quick_path_escapes_every_bmp_character_as_jcs():
+    # The quick path trusts msgspec's string escapes to be JCS's; check every character
+    # it can meet there (astral ones always take the full path), as a key and a value.
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        data = canonicalize({"k" + char: char, "a": [char]})
+        assert is_canonical(data), hex(code)
+
+
+def test_what_only_the_full_path_can_judge():
+    deep = b"[" * 64 + b"]" * 64
+    assert is_canonical(deep)
+    assert not is_canonical(b"[" * 65 + b"]" * 65)  # deeper than canonicalize allows
+    assert is_canonical(b"[9007199254740991]")
+    assert not is_canonical(b"[9007199254740993]")  # beyond 2**53: JCS writes the double
+    assert is_canonical(b"[9007199254740992]")  # ... which is exactly this one
+    assert is_canonical(b'["12345678901234567890"]')  # a long digit run inside a string
+    assert not is_canonical(b"[-0]")
+    assert not is_canonical(b"[1E2]")
+    assert is_canonical(b"[100]")
+    assert not is_canonical(b"[1e21]")
+    assert is_canonical(b"[1e+21]")
+    assert not is_canonical(b'{"a":1,"a":1}')
+    assert not is_canonical(b'{"a":1} ')
+    assert not is_canonical(b"\xff")
+
+
+_spellings = st.sampled_from([b" ", b"1.0", b"1e2", b"-0", b"9007199254740993", b"\\u0041",
+                              b'"a":1,', b"[", b"]", b"{", b"}", b",", b"\xf0\x9f\x98\x80"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values, st.integers(0, 200), _spellings)
+def test_the_quick_path_agrees_with_the_full_one(value, at, spelling):
+    try:
+        data = canonicalize(value)
+    except ValueError:
+        return
+    for candidate in (data, data[:at] + spelling + data[at:]):
+        assert is_canonical(candidate) == _is_canonical_slowly(candidate), candidate

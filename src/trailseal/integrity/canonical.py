@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 __all__ = [
     "MAX_SAFE_INTEGER",
     "CanonicalizationError",
@@ -253,33 +255,45 @@ def parse_canonical(data: bytes) -> Any:
 def is_canonical(data: bytes) -> bool:
     """True when ``data`` is exactly the RFC 8785 form of the JSON value it holds.
 
-    Most stored events hold no number that is not an integer and no character outside the
-    Basic Multilingual Plane; for those, CPython's C encoder (sorted keys, no spaces, no
-    ASCII escaping) writes exactly JCS: the same string escapes, integers, and key order
-    (code points and UTF-16 units order BMP keys alike). Anything else takes the full
-    canonicalisation.
+    Most stored events hold no number that is not an integer of at most 15 digits, no
+    character outside the Basic Multilingual Plane and little nesting; for those,
+    msgspec's encoder with sorted keys writes exactly JCS (the same string escapes,
+    integers, and key order: code points and UTF-16 units order BMP keys alike), so a
+    decode and re-encode that gives the same bytes back settles it. Anything else takes
+    the full canonicalisation.
     """
-    simple = True
+    if data.count(b"{") + data.count(b"[") <= DEFAULT_MAX_DEPTH and (
+        data.isascii() or not _ASTRAL.search(data)
+    ) and _LONG_RUN not in data.translate(_DIGITS_TO_ZERO):
+        try:
+            return _SORTED.encode(_NO_FLOATS.decode(data)) == data
+        except (_HasFloat, msgspec.DecodeError, RecursionError):
+            pass  # the full path decides, and names nothing msgspec alone refuses
+    return _is_canonical_slowly(data)
 
-    def number(text: str) -> int | float:
-        nonlocal simple
-        value = _double_if_large(text)
-        simple = simple and type(value) is int
-        return value
 
-    def fraction(text: str) -> float:
-        nonlocal simple
-        simple = False
-        return float(text)
-
+def _is_canonical_slowly(data: bytes) -> bool:
     try:
-        value = json.loads(data, parse_int=number, parse_float=fraction)
-        if simple and (data.isascii() or not _ASTRAL.search(data)):
-            text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-            return text.encode("utf-8") == data
+        value = json.loads(data, parse_int=_double_if_large)
         return canonicalize(value) == data
     except (ValueError, RecursionError):  # bad JSON, lone surrogates, no JCS form
         return False
+
+
+class _HasFloat(Exception):
+    """A number with a fraction or an exponent: ECMAScript formatting applies."""
+
+
+def _refuse_float(text: str) -> float:
+    raise _HasFloat
+
+
+_NO_FLOATS = msgspec.json.Decoder(float_hook=_refuse_float)
+_SORTED = msgspec.json.Encoder(order="sorted")
+# A run of 16 digits anywhere (in a string too, harmlessly) may be an integer beyond
+# 2**53 - 1, which JCS writes as a double; shorter integers are always exact.
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_RUN = b"0" * 16
 
 
 # Lead bytes of 4-byte UTF-8 sequences: characters outside the Basic Multilingual Plane.
