@@ -19,7 +19,13 @@ from pydantic import ValidationError
 from trailseal.errors import BadJSON, FieldProblem, InvalidInput
 from trailseal.ids import uuid7
 from trailseal.integrity import CanonicalizationError, canonicalize, leaf_hash
-from trailseal.model import FUTURE_TOLERANCE, MAX_CANONICAL_BYTES, EventV1, stored_document
+from trailseal.model import (
+    FUTURE_TOLERANCE,
+    MAX_CANONICAL_BYTES,
+    META_PREFIX,
+    EventV1,
+    stored_document,
+)
 from trailseal.store import Role, scoped
 
 MAX_BATCH_EVENTS = 1000
@@ -178,9 +184,16 @@ def _loc(loc: tuple[str | int, ...]) -> str:
     return path
 
 
-def prepare(raw_events: list[Any], tenant: str, received_at: datetime) -> list[Prepared]:
+def prepare(
+    raw_events: list[Any], tenant: str, received_at: datetime, *, meta: bool = False
+) -> list[Prepared]:
     """Validate every event and compute its stored form; raise ``InvalidInput`` naming
-    every bad field of every bad event, so nothing of the batch is written."""
+    every bad field of every bad event, so nothing of the batch is written.
+
+    Actions under ``META_PREFIX`` are refused, so no producer can forge a meta-audit
+    event or hide one of its own among them; only trailseal's meta-audit passes
+    ``meta=True``, and it never takes events from a request body.
+    """
     problems: list[FieldProblem] = []
     prepared: list[Prepared] = []
     for index, raw in enumerate(raw_events):
@@ -196,6 +209,12 @@ def prepare(raw_events: list[Any], tenant: str, received_at: datetime) -> list[P
         except ValidationError as exc:
             problems.extend(
                 FieldProblem(index, _loc(err["loc"]), err["msg"]) for err in exc.errors()
+            )
+            continue
+        if event.action.startswith(META_PREFIX) and not meta:
+            problems.append(
+                FieldProblem(index, "action", f"the {META_PREFIX}* namespace is reserved for "
+                             "trailseal's meta-audit of reads")
             )
             continue
         if event.occurred_at and event.occurred_at > received_at + FUTURE_TOLERANCE:

@@ -28,6 +28,8 @@ from pydantic import (
 
 SCHEMA_ID = "https://trailseal.dev/schema/event-v1.schema.json"
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+META_PREFIX = "audit."
+"""Actions in this namespace are trailseal's own meta-audit events; producers may not use it."""
 TYPE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
 SOURCE_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 MAX_SOURCE_SEQ = 2**53 - 1  # the largest integer JSON keeps exactly

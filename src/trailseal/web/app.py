@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from trailseal import __version__
+from trailseal import __version__, ingest
 from trailseal.model import EventV1
 from trailseal.runtime import build_sequencer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
-from trailseal.web import events, health, log, sources
+from trailseal.web import events, export, health, log, sources, stream
+from trailseal.web.meta import MetaAudit, MetaAuditMiddleware
 from trailseal.web.problems import HANDLERS
 
 
-def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> FastAPI:
+def create_app(
+    settings: Settings,
+    database_url: str,
+    cursor_key: bytes,
+    *,
+    clock: Callable[[], datetime] = ingest.now,
+) -> FastAPI:
     """The API over ``database_url``; with ``settings.run_sequencer`` it also runs the
-    sequencer as a background task."""
+    sequencer as a background task. ``clock`` tells the meta-audit which minute a log
+    read falls in (see ``trailseal.web.meta``)."""
+    meta_audit = MetaAudit(clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,9 +46,14 @@ def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> Fast
         if settings.run_sequencer:
             app.state.sequencer = build_sequencer(pool, settings)
             task = asyncio.create_task(app.state.sequencer.run(stop))
+        meta_audit.open(pool, app.state.sequencer.wake if app.state.sequencer else None)
+        meta_stop = asyncio.Event()
+        meta_task = asyncio.create_task(meta_audit.run(meta_stop))
         try:
             yield
         finally:
+            meta_stop.set()
+            await meta_task  # the last minute's log-read tallies, while the pool is open
             stop.set()
             if task is not None:
                 await task
@@ -55,10 +70,14 @@ def create_app(settings: Settings, database_url: str, cursor_key: bytes) -> Fast
     app.state.cursor_key = cursor_key
     app.state.sequencer = None
     app.state.schema_version = len(available())
+    app.state.meta_audit = meta_audit
+    app.add_middleware(MetaAuditMiddleware, recorder=meta_audit)
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(log.router)
     app.include_router(sources.router)
+    app.include_router(export.router)
+    app.include_router(stream.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -18,7 +18,7 @@ from trailseal.reading.query import EventFilter, get_event, query_events, sequen
 from trailseal.tenants import Principal
 from trailseal.web.auth import require
 from trailseal.web.filters import Paging, event_filter, paging, problem_responses
-from trailseal.web.meta import note_read
+from trailseal.web.meta import EVENT_READ, note_read
 from trailseal.web.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -193,6 +193,7 @@ async def read_event(
 ) -> Any:
     """The event with this id, with its seq, leaf hash and chain hash. Another tenant's
     id answers exactly as a missing one does."""
+    note_read(request, who, EVENT_READ, {"id": event_id}, target=("event", event_id)).count = 1
     return await find_event(request, who.tenant, event_id, get_event)
 
 

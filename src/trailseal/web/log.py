@@ -3,6 +3,10 @@ its verifier keys, and RFC 6962 proofs; ``/v1/events/{id}/receipt``.
 
 A tlog-tiles client given ``<base>/v1/log/`` and the bearer token reads the tenant's log,
 recomputes the root and checks the checkpoint signature with the key from ``/v1/log/key``.
+
+Every read is meta-audited (``trailseal.web.meta``): proofs and receipts one event per
+request; checkpoint, key, tile and entry-bundle reads, which log clients poll, counted
+per key and minute.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from trailseal.store import Role, transaction
 from trailseal.tenants import Principal
 from trailseal.web.auth import require
 from trailseal.web.events import find_event
+from trailseal.web.meta import PROOF_READ, RECEIPT_READ, note_log_read, note_read
 from trailseal.web.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["log"])
@@ -42,6 +47,7 @@ def _no_checkpoint() -> Problem:
 async def checkpoint(
     request: Request, who: Annotated[Principal, Depends(require("read"))]
 ) -> Response:
+    note_log_read(request, who, "checkpoint")
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
         found = await latest_checkpoint(conn, who.tenant)
     if found is None:
@@ -52,6 +58,7 @@ async def checkpoint(
 @router.get("/log/key", response_class=PlainTextResponse,
             summary="The verifier key(s) checkpoints are signed with, one per line")
 async def key(request: Request, who: Annotated[Principal, Depends(require("read"))]) -> Response:
+    note_log_read(request, who, "key")
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
         keys = await verifier_keys(conn)
     return PlainTextResponse("".join(k + "\n" for k in keys), headers=_SHORT)
@@ -68,6 +75,7 @@ async def tile(
         ref = parse_tile_path("tile/" + path)
     except ValueError as exc:
         raise Problem(404, "not-found", "Not found", f"no such tile: {exc}") from None
+    note_log_read(request, who, "entries" if ref.level is None else "tiles")
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
         tree = await open_tree(conn, who.tenant)
         if ref.level is None:
@@ -87,9 +95,12 @@ async def inclusion(
     index: int,
     size: int,
 ) -> Any:
+    note = note_read(request, who, PROOF_READ, {"proof": "inclusion", "index": index,
+                                                "size": size})
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
         tree = await open_tree(conn, who.tenant)
         proof = await tree.inclusion_proof(index, size)
+    note.count = 1
     return {"index": index, "size": size, "hashes": b64(proof)}
 
 
@@ -101,9 +112,11 @@ async def consistency(
     from_: Annotated[int, Query(alias="from")],
     to: int,
 ) -> Any:
+    note = note_read(request, who, PROOF_READ, {"proof": "consistency", "from": from_, "to": to})
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
         tree = await open_tree(conn, who.tenant)
         proof = await tree.consistency_proof(from_, to)
+    note.count = 1
     return {"from": from_, "to": to, "hashes": b64(proof)}
 
 
@@ -112,4 +125,7 @@ async def consistency(
 async def event_receipt(
     request: Request, event_id: str, who: Annotated[Principal, Depends(require("read"))]
 ) -> Any:
-    return await find_event(request, who.tenant, event_id, receipt)
+    note = note_read(request, who, RECEIPT_READ, {"id": event_id}, target=("event", event_id))
+    found = await find_event(request, who.tenant, event_id, receipt)
+    note.count = 1
+    return found
