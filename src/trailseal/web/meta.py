@@ -149,8 +149,9 @@ class MetaAudit:
             try:
                 await self._write(note.principal.tenant, [event], ingest.now())
             except InvalidInput as exc:
-                # Filters that cannot be stored as given (a NUL, a target id past 256
-                # characters ...): record the read without them, and say which.
+                # Filters that cannot be stored as given (a NUL character, a number
+                # JSON cannot keep exactly ...): record the read without them, and say
+                # which.
                 metadata["filters"] = {"unrecordable": sorted({p.path for p in exc.problems})}
                 plain = _event(note.principal, note.action, _log(note.principal), {}, metadata)
                 await self._write(note.principal.tenant, [plain], ingest.now())
