@@ -62,7 +62,8 @@ async def measure(url: str, settings: Settings) -> dict[str, float]:
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
         report = await verify_tenant(conn, TENANT, [load_signer(settings).verifier()],
-                                     origin=log_origin("bench.local", TENANT))
+                                     origin=log_origin("bench.local", TENANT),
+                                     database_url=url)
         verify_seconds = time.perf_counter() - started
         assert report.ok, report.finding
         started = time.perf_counter()

@@ -29,6 +29,19 @@ TRIGGERS = {
 }
 
 
+_WORKERS = {"count": 0}
+
+
+@pytest.fixture(autouse=True, params=["in-process", "workers"])
+def verify_mode(request, monkeypatch):
+    """Every case twice: recomputed in this process, and by worker processes reading
+    short runs (which then meet the tampering at a run's edge or inside one)."""
+    if request.param == "workers":
+        monkeypatch.setattr("trailseal.verify._RUN", 48)
+        monkeypatch.setitem(_WORKERS, "count", 2)
+    return request.param
+
+
 @pytest.fixture
 def log(client, database_url):
     tenant = make_tenant(database_url, "tamper")
@@ -62,6 +75,7 @@ def _verify(database_url: str, settings, tenant: str) -> Report:
                 conn, tenant, [load_signer(settings).verifier()],
                 origin=log_origin("audit.test", tenant),
                 witness=WormFolder(settings.data_dir / "witness"),
+                database_url=database_url, workers=_WORKERS["count"],
             )
 
     return run(go())

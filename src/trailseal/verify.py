@@ -23,12 +23,13 @@ import asyncio
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import psycopg
 from psycopg import AsyncConnection
 
 from trailseal.integrity import GENESIS_CHAIN_HASH
@@ -41,8 +42,17 @@ from trailseal.store import Role, scoped
 from trailseal.witness import WormFolder, witnessed
 
 _WINDOW = 8  # rows looked at past a mismatch to tell reordering from insertion or deletion
-_RUN = 4096  # rows fetched and recomputed together (a multiple of the tile width)
-_PARALLEL_FROM = 100_000  # rows from which other processes pay for their start
+_RUN = 4096  # rows read and recomputed together (a multiple of the tile width)
+_PARALLEL_FROM = 100_000  # events from which worker processes pay for their start
+
+_EVENTS = (
+    "SELECT seq, canonical, leaf_hash, chain_hash FROM trailseal.events"
+    " WHERE tenant = %s AND seq >= %s AND seq < %s ORDER BY seq"
+)
+_TILES = (
+    "SELECT idx, hashes FROM trailseal.tiles"
+    " WHERE tenant = %s AND level = 0 AND idx BETWEEN %s AND %s ORDER BY idx"
+)
 
 
 class Kind(StrEnum):
@@ -94,6 +104,34 @@ class _Row(NamedTuple):
     chain_hash: bytes
 
 
+def _recorded(
+    start: int, end: int, tiles: list[tuple[int, bytes]], edge_start: int, edge: bytes
+) -> bytes:
+    """The recorded leaf hashes of seqs start .. end - 1, concatenated, from the level-0
+    tiles that cover them (``tiles``: index and hashes, in order) and the right edge
+    (the partial tile from ``edge_start``); shorter where the record ends."""
+    tiles_end = min(end, edge_start)
+    joined = b""
+    if start < tiles_end:
+        first = start // TILE_WIDTH
+        for idx, hashes in tiles:
+            if idx != first + len(joined) // (TILE_WIDTH * 32):
+                break  # a missing tile ends what is recorded
+            joined += bytes(hashes)
+        offset = (start - first * TILE_WIDTH) * 32
+        joined = joined[offset : offset + (tiles_end - start) * 32]
+        if len(joined) < (tiles_end - start) * 32:
+            return joined
+    if end > edge_start:
+        lo = max(start, edge_start) - edge_start
+        joined += edge[lo * 32 : (end - edge_start) * 32]
+    return joined
+
+
+def _tile_span(start: int, end: int) -> tuple[int, int]:
+    return start // TILE_WIDTH, (end - 1) // TILE_WIDTH
+
+
 class _Expected:
     """Leaf hashes as the sequencer recorded them (level-0 tiles and the right edge), to
     tell apart the kinds of departure. Not trusted as evidence: the recomputed tree is
@@ -106,34 +144,126 @@ class _Expected:
         self.edge_start = size - len(edge)
 
     async def leaves(self, start: int, count: int) -> bytes:
-        """The recorded leaf hashes of seqs start .. start + count - 1, concatenated;
-        shorter where the record ends."""
+        """The recorded leaf hashes of seqs start .. start + count - 1, concatenated."""
         end = start + count
-        parts: list[bytes] = []
-        tiles_end = min(end, self.edge_start)
-        if start < tiles_end:
-            first, last = start // TILE_WIDTH, (tiles_end - 1) // TILE_WIDTH
+        tiles: list[tuple[int, bytes]] = []
+        if start < min(end, self.edge_start):
             cur = await self.conn.execute(
-                "SELECT idx, hashes FROM trailseal.tiles"
-                " WHERE tenant = %s AND level = 0 AND idx BETWEEN %s AND %s ORDER BY idx",
-                (self.tenant, first, last),
+                _TILES, (self.tenant, *_tile_span(start, min(end, self.edge_start)))
             )
-            recorded = b""
-            for idx, hashes in await cur.fetchall():
-                if idx != first + len(recorded) // (TILE_WIDTH * 32):
-                    break  # a missing tile ends what is recorded
-                recorded += bytes(hashes)
-            offset = (start - first * TILE_WIDTH) * 32
-            parts.append(recorded[offset : offset + (tiles_end - start) * 32])
-            if len(parts[0]) < (tiles_end - start) * 32:
-                return parts[0]
-        if end > self.edge_start:
-            lo = max(start, self.edge_start) - self.edge_start
-            parts.append(self.edge[lo * 32 : (end - self.edge_start) * 32])
-        return b"".join(parts)
+            tiles = await cur.fetchall()
+        return _recorded(start, end, tiles, self.edge_start, self.edge)
 
     async def leaf(self, seq: int) -> bytes | None:
         return await self.leaves(seq, 1) or None
+
+
+class _Run(NamedTuple):
+    """What the rows read for seqs [start, start + _RUN) recompute to."""
+
+    start: int
+    rows: int  # rows found
+    first_seq: int | None
+    broken: int | None  # the first row whose seq is not start + its index
+    found: int | None  # that row's seq
+    done: Recomputed
+
+
+def _recompute_run(start: int, raw: list[tuple[Any, ...]], recorded: bytes) -> _Run:
+    """Recompute the rows read for seq >= start - 1 (in seq order): those from ``start``
+    on, chaining from the chain hash of the one before."""
+    rows = [_Row(*r) for r in raw]
+    cut = next((i for i, row in enumerate(rows) if row.seq >= start), len(rows))
+    previous = rows[cut - 1].chain_hash if cut else GENESIS_CHAIN_HASH
+    rows = rows[cut:]
+    seqs = [row.seq for row in rows]
+    broken = found = None
+    if seqs != list(range(start, start + len(rows))):
+        broken = next(i for i, seq in enumerate(seqs) if seq != start + i)
+        found = seqs[broken]
+    done = recompute(
+        [row.canonical for row in rows], [row.leaf_hash for row in rows],
+        [row.chain_hash for row in rows], previous, recorded, start,
+    )
+    return _Run(start, len(rows), seqs[0] if seqs else None, broken, found, done)
+
+
+_worker_connection: psycopg.Connection[Any] | None = None
+
+
+def _read_run_elsewhere(url: str, tenant: str, start: int, end: int,
+                        edge_start: int, edge: bytes) -> _Run:
+    """One run read and recomputed in a worker process, on a connection of its own."""
+    global _worker_connection
+    if _worker_connection is None:
+        _worker_connection = psycopg.connect(url)
+    conn = _worker_connection
+    with conn.transaction(), conn.cursor(binary=True) as cur:
+        cur.execute(
+            "SELECT set_config('role', %s, true), set_config('trailseal.tenant', %s, true)",
+            (Role.OWNER.value, tenant),
+        )
+        cur.execute(_EVENTS, (tenant, max(start - 1, 0), end))
+        raw = cur.fetchall()
+        tiles: list[tuple[int, bytes]] = []
+        if start < min(end, edge_start):
+            cur.execute(_TILES, (tenant, *_tile_span(start, min(end, edge_start))))
+            tiles = cur.fetchall()
+    return _recompute_run(start, raw, _recorded(start, end, tiles, edge_start, edge))
+
+
+class _Runs:
+    """Runs of rows read and recomputed in seq order: in this process, or, for a large
+    log with a database URL at hand, in worker processes side by side (each on its own
+    connection), handed back in seq order."""
+
+    def __init__(self, conn: AsyncConnection, tenant: str, expected: _Expected,
+                 database_url: str | None, workers: int | None, rows: int) -> None:
+        self.conn, self.tenant, self.expected, self.url = conn, tenant, expected, database_url
+        if workers is None:
+            workers = (os.cpu_count() or 1) if rows >= _PARALLEL_FROM else 0
+        self.pool = None
+        if workers > 0 and database_url is not None:
+            # Workers fork from a server that has imported this module once: a fresh
+            # interpreter each (unlike a plain fork, nothing of this process's threads
+            # or connections is inherited), and quick to start.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self.pool = ProcessPoolExecutor(workers, mp_context=context)
+        self.depth = 2 * workers
+
+    async def __aenter__(self) -> _Runs:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    async def over(self, start: int, end: int) -> AsyncIterator[_Run]:
+        starts = range(start, end, _RUN)
+        if self.pool is None or self.url is None:
+            for at in starts:
+                yield await self._read_run(at, min(at + _RUN, end))
+            return
+        loop = asyncio.get_running_loop()
+        pending: deque[asyncio.Future[_Run]] = deque()
+        queued = iter(starts)
+        while True:
+            for at in queued:
+                pending.append(loop.run_in_executor(
+                    self.pool, _read_run_elsewhere, self.url, self.tenant, at,
+                    min(at + _RUN, end), self.expected.edge_start, self.expected.edge))
+                if len(pending) >= self.depth:
+                    break
+            if not pending:
+                return
+            yield await pending.popleft()
+
+    async def _read_run(self, start: int, end: int) -> _Run:
+        async with self.conn.cursor(binary=True) as cur:
+            await cur.execute(_EVENTS, (self.tenant, max(start - 1, 0), end))
+            raw = await cur.fetchall()
+        return _recompute_run(start, raw, await self.expected.leaves(start, end - start))
 
 
 async def _classify(
@@ -164,11 +294,18 @@ async def verify_tenant(
     witness: WormFolder | None = None,
     from_seq: int = 0,
     progress: Callable[[int], None] | None = None,
+    database_url: str | None = None,
+    workers: int | None = None,
 ) -> Report:
-    """Verify one tenant's log; ``conn`` must be allowed to act as the owner."""
+    """Verify one tenant's log; ``conn`` must be allowed to act as the owner.
+
+    With ``database_url`` (the same database as ``conn``, also as an owner), a large log
+    is read and recomputed by ``workers`` processes side by side (default: one per CPU
+    from 100,000 events on; 0: none)."""
     report = Report(tenant)
     async with scoped(conn, Role.OWNER, tenant):
-        await _verify(conn, tenant, verifiers, origin, witness, from_seq, progress, report)
+        await _verify(conn, tenant, verifiers, origin, witness, from_seq, progress,
+                      database_url, workers, report)
     return report
 
 
@@ -180,6 +317,8 @@ async def _verify(
     witness: WormFolder | None,
     from_seq: int,
     progress: Callable[[int], None] | None,
+    database_url: str | None,
+    workers: int | None,
     report: Report,
 ) -> None:
     cur = await conn.execute(
@@ -222,89 +361,56 @@ async def _verify(
             report.witnessed += 1
 
     expected = _Expected(conn, tenant, recorded.edge[0] if recorded.edge else [], recorded.size)
-    tree, chain, count = await _starting_point(conn, tenant, from_seq, expected)
+    tree = await _starting_point(from_seq, expected)
     roots: dict[int, bytes] = {}
     wanted_roots = set(checkpoints) | set(published)
     if tree.size in wanted_roots:
         roots[tree.size] = tree.root()
 
-    async with conn.cursor(name="trailseal_verify", binary=True) as rows_cur:
-        rows_cur.itersize = _RUN
-        await rows_cur.execute(
-            "SELECT seq, canonical, leaf_hash, chain_hash FROM trailseal.events"
-            " WHERE tenant = %s AND seq >= %s ORDER BY seq",
-            (tenant, from_seq),
-        )
-        async with _Recomputer(max(head_size, latest) - from_seq) as recomputer:
-            runs: deque[tuple[list[_Row], asyncio.Future[Recomputed]]] = deque()
-            previous = chain
-            while True:
-                while len(runs) < recomputer.depth:
-                    rows = [_Row(*raw) for raw in await rows_cur.fetchmany(_RUN)]
-                    if not rows:
-                        break
-                    runs.append((rows, recomputer.submit(rows, previous)))
-                    previous = rows[-1].chain_hash
-                if not runs:
-                    break
-                rows, future = runs.popleft()
-                bad = await _take_run(rows, await future, tree, expected, wanted_roots, roots,
-                                      report)
-                count = tree.size - from_seq
-                if progress is not None:
-                    progress(count)
-                if bad is not None:
-                    window = rows[bad:]
-                    for later, _ in runs:
-                        window.extend(later)
-                    while len(window) <= _WINDOW:
-                        more = await rows_cur.fetchmany(_WINDOW)
-                        if not more:
-                            break
-                        window.extend(_Row(*raw) for raw in more)
-                    await _classify(window[: _WINDOW + 1], expected, report)
-                    break
-                if report.finding is not None:
-                    break
+    cur = await conn.execute("SELECT max(seq) FROM trailseal.events WHERE tenant = %s", (tenant,))
+    row = await cur.fetchone()
+    end = max(row[0] + 1 if row and row[0] is not None else 0, head_size, latest)
+    count = 0
+    async with _Runs(conn, tenant, expected, database_url, workers, end - tree.size) as runs:
+        async for run in runs.over(tree.size, end):
+            bad = _take_run(run, tree, wanted_roots, roots, report)
+            count = tree.size - from_seq
+            if progress is not None:
+                progress(count)
+            if bad is not None:
+                cur = await conn.execute(
+                    _EVENTS + " LIMIT %s", (tenant, run.start + bad, end + _WINDOW, _WINDOW + 1)
+                )
+                await _classify([_Row(*r) for r in await cur.fetchall()], expected, report)
+            if report.finding is not None:
+                break
     report.events = count
     if progress is not None:
         progress(count)
     _compare_roots(report, tree.size, roots, checkpoints, published, head_size, latest)
 
 
-async def _take_run(
-    rows: list[_Row],
-    done: Recomputed,
-    tree: TreeState,
-    expected: _Expected,
-    wanted_roots: set[int],
-    roots: dict[int, bytes],
-    report: Report,
+def _take_run(
+    run: _Run, tree: TreeState, wanted_roots: set[int], roots: dict[int, bytes], report: Report
 ) -> int | None:
     """Add a recomputed run to the tree, up to its first departure; return the index of
     a row that needs classifying, or None (a finding that needs none is flagged here)."""
-    start = tree.size
-    seqs = [row.seq for row in rows]
-    broken = None
-    if seqs != list(range(start, start + len(rows))):
-        broken = next(i for i, seq in enumerate(seqs) if seq != start + i)
-    recorded = await expected.leaves(start, len(rows))
-    unexpected = None
-    if b"".join(done.leaves) != recorded:
-        unexpected = next(
-            i for i, leaf in enumerate(done.leaves) if leaf != recorded[i * 32 : i * 32 + 32]
-        )
-    stops = [i for i in (broken, done.first_bad_entry, unexpected) if i is not None]
-    bad = min(stops, default=None)
-    good = len(rows) if bad is None else bad
-    if done.first_bad_chain is not None and done.first_bad_chain < good:
-        good = bad = done.first_bad_chain
-        _grow(tree, done.leaves[:good], wanted_roots, roots)
-        report.flag(start + good, Kind.ALTERED, f"chain_hash at seq {start + good} was changed")
+    if run.rows == 0:
+        return None  # a later run, or the end of the log, tells what is missing
+    done = run.done
+    if tree.size != run.start:  # an earlier run ended short
+        last = (run.first_seq or run.start) - 1
+        report.flag(tree.size, Kind.DELETED, f"seq {tree.size} to {last} missing")
         return None
-    _grow(tree, done.leaves[:good], wanted_roots, roots)
-    if bad is not None and bad == broken:
-        seq, found = start + bad, seqs[bad]
+    bad = min((i for i in (run.broken, done.first_bad_entry) if i is not None), default=None)
+    good = run.rows if bad is None else bad
+    if done.first_bad_chain is not None and done.first_bad_chain < good:
+        _grow(tree, done.leaves[: done.first_bad_chain], done.tile_roots, wanted_roots, roots)
+        report.flag(tree.size, Kind.ALTERED, f"chain_hash at seq {tree.size} was changed")
+        return None
+    _grow(tree, done.leaves[:good], done.tile_roots, wanted_roots, roots)
+    if bad is not None and bad == run.broken and run.found is not None:
+        seq, found = run.start + bad, run.found
         if found < seq:
             report.flag(found, Kind.INSERTED, f"a second event with seq {found}")
         else:
@@ -313,44 +419,15 @@ async def _take_run(
     return bad
 
 
-def _grow(tree: TreeState, leaves: list[bytes], wanted: set[int], roots: dict[int, bytes]) -> None:
+def _grow(tree: TreeState, leaves: list[bytes], tile_roots: dict[int, bytes],
+          wanted: set[int], roots: dict[int, bytes]) -> None:
     """Append ``leaves``, keeping the root at every wanted size on the way."""
     base, at = tree.size, 0
     for size in sorted(size for size in wanted if base < size <= base + len(leaves)):
-        tree.extend(leaves[at : size - base])
+        tree.extend(leaves[at : size - base], tile_roots)
         at = size - base
         roots[size] = tree.root()
-    tree.extend(leaves[at:])
-
-
-class _Recomputer:
-    """Recomputes runs of rows, in other processes when the log is large enough to pay
-    for starting them, else inline; results come back in submission order."""
-
-    def __init__(self, rows: int) -> None:
-        workers = os.cpu_count() or 1
-        self.pool = (
-            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            if workers > 1 and rows >= _PARALLEL_FROM else None
-        )
-        self.depth = 2 * workers if self.pool else 1
-
-    async def __aenter__(self) -> _Recomputer:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-    def submit(self, rows: list[_Row], previous: bytes) -> asyncio.Future[Recomputed]:
-        args = ([r.canonical for r in rows], [r.leaf_hash for r in rows],
-                [r.chain_hash for r in rows], previous)
-        loop = asyncio.get_running_loop()
-        if self.pool is None:
-            future: asyncio.Future[Recomputed] = loop.create_future()
-            future.set_result(recompute(*args))
-            return future
-        return asyncio.wrap_future(self.pool.submit(recompute, *args))
+    tree.extend(leaves[at:], tile_roots)
 
 
 def _compare_roots(
@@ -390,22 +467,13 @@ def _compare_roots(
         last_match = at
 
 
-async def _starting_point(
-    conn: AsyncConnection, tenant: str, from_seq: int, expected: _Expected
-) -> tuple[TreeState, bytes, int]:
-    """The tree and chain just before ``from_seq``: rebuilt from the recorded leaves
-    (``--from`` trusts the log before it as recorded)."""
+async def _starting_point(from_seq: int, expected: _Expected) -> TreeState:
+    """The tree just before ``from_seq``, rebuilt from the recorded leaves (``--from``
+    trusts the log before it as recorded)."""
     tree = TreeState()
-    if from_seq == 0:
-        return tree, GENESIS_CHAIN_HASH, 0
     for start in range(0, from_seq, _RUN):
         recorded = await expected.leaves(start, min(_RUN, from_seq - start))
-        tree.extend(recorded[i : i + 32] for i in range(0, len(recorded), 32))
+        tree.extend([recorded[i : i + 32] for i in range(0, len(recorded), 32)])
         if len(recorded) < min(_RUN, from_seq - start) * 32:
             break
-    cur = await conn.execute(
-        "SELECT chain_hash FROM trailseal.events WHERE tenant = %s AND seq = %s",
-        (tenant, from_seq - 1),
-    )
-    row = await cur.fetchone()
-    return tree, bytes(row[0]) if row else GENESIS_CHAIN_HASH, 0
+    return tree

@@ -1,6 +1,7 @@
-"""Recompute a run of consecutive log entries: canonical form, leaf hashes, hash chain.
+"""Recompute a run of consecutive log entries: canonical form, leaf hashes, hash chain,
+and the roots of the level-0 tiles the run fills.
 
-The per-entry half of verification, apart from the tree, so that runs can be checked
+The per-entry part of verification, apart from the tree, so that runs can be recomputed
 side by side (in other processes) while the caller keeps the tree, which is sequential.
 Pure: bytes in, result out.
 """
@@ -12,21 +13,26 @@ from dataclasses import dataclass
 from hashlib import sha256
 
 from trailseal.integrity.canonical import is_canonical
+from trailseal.integrity.hashing import HASH_SIZE
+from trailseal.integrity.tiles import TILE_WIDTH, subtree_root
 
 __all__ = ["Recomputed", "recompute"]
 
 
 @dataclass(frozen=True)
 class Recomputed:
-    """What one run of entries recomputes to; indexes count from the run's start."""
+    """What one run of entries recomputes to; indexes count from the run's first entry."""
 
     leaves: list[bytes]
     """SHA-256(0x00 ‖ entry) of every entry."""
     first_bad_entry: int | None
-    """The first entry that is not canonical or whose stored leaf hash differs."""
+    """The first entry that is not canonical, or whose leaf hash differs from the one
+    stored with it or from the one recorded for its position."""
     first_bad_chain: int | None
     """The first stored chain hash that differs from SHA-256(previous ‖ leaf), chaining
     from ``previous`` over the recomputed leaves."""
+    tile_roots: dict[int, bytes]
+    """Roots of the level-0 tiles (by tile index) whose 256 leaves all lie in the run."""
 
 
 def recompute(
@@ -34,17 +40,28 @@ def recompute(
     stored_leaves: Sequence[bytes],
     stored_chains: Sequence[bytes],
     previous: bytes,
+    recorded: bytes,
+    first_index: int,
 ) -> Recomputed:
-    """Recompute ``entries`` (consecutive, in order) against what was stored for them;
-    ``previous`` is the chain hash just before the first."""
+    """Recompute ``entries``, the log's entries first_index, first_index + 1, ... in
+    order, against what was stored with them (``stored_leaves``, ``stored_chains``) and
+    recorded for their positions (``recorded``: concatenated leaf hashes, shorter where
+    the record ends); ``previous`` is the chain hash of the entry before the first."""
     if not len(entries) == len(stored_leaves) == len(stored_chains):
         raise ValueError("entries, stored leaves and stored chains differ in length")
     leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
     first_bad_entry = None
-    if leaves != list(stored_leaves) or not all(map(is_canonical, entries)):
+    if (
+        leaves != list(stored_leaves)
+        or b"".join(leaves) != recorded[: len(leaves) * HASH_SIZE]
+        or len(recorded) < len(leaves) * HASH_SIZE
+        or not all(map(is_canonical, entries))
+    ):
         first_bad_entry = next(
             i for i, entry in enumerate(entries)
-            if leaves[i] != stored_leaves[i] or not is_canonical(entry)
+            if leaves[i] != stored_leaves[i]
+            or leaves[i] != recorded[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            or not is_canonical(entry)
         )
     first_bad_chain = None
     chain = previous
@@ -53,4 +70,9 @@ def recompute(
         if chain != stored_chains[i]:
             first_bad_chain = i
             break
-    return Recomputed(leaves, first_bad_entry, first_bad_chain)
+    tile_roots = {}
+    first_tile = -(-first_index // TILE_WIDTH)
+    for tile in range(first_tile, (first_index + len(leaves)) // TILE_WIDTH):
+        at = tile * TILE_WIDTH - first_index
+        tile_roots[tile] = subtree_root(leaves[at : at + TILE_WIDTH])
+    return Recomputed(leaves, first_bad_entry, first_bad_chain, tile_roots)

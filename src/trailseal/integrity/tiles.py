@@ -14,7 +14,7 @@ Paths are what follows a log's URL prefix: `tile/<L>/<N>[.p/<W>]` for hash tiles
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from trailseal.integrity.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
@@ -260,30 +260,54 @@ class TreeState:
         A completed level-k tile's root is appended to level k + 1, which may complete
         that tile too. Each tile root is hashed once, so appending is amortised O(1).
         """
-        if len(leaf_hash) != HASH_SIZE:
-            raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(leaf_hash)}")
-        self.size += 1
+        return self.extend((leaf_hash,))
+
+    def extend(
+        self, leaf_hashes: Iterable[bytes], tile_roots: Mapping[int, bytes] | None = None
+    ) -> list[FullTile]:
+        """Append leaf hashes in order; return every full tile completed, in order.
+
+        ``tile_roots`` may hold the roots of level-0 tiles, by tile index, already
+        computed elsewhere from these same leaves; they are used instead of rehashing.
+        """
+        leaves = leaf_hashes if isinstance(leaf_hashes, list | tuple) else list(leaf_hashes)
+        if any(len(h) != HASH_SIZE for h in leaves):
+            bad = next(h for h in leaves if len(h) != HASH_SIZE)
+            raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(bad)}")
         completed: list[FullTile] = []
-        level, value = 0, leaf_hash
+        if not leaves:
+            return completed
+        if not self.edge:
+            self.edge.append([])
+        row, taken = self.edge[0], 0
+        while taken < len(leaves):
+            step = min(TILE_WIDTH - len(row), len(leaves) - taken)
+            row.extend(leaves[taken : taken + step])
+            taken += step
+            self.size += step
+            if len(row) == TILE_WIDTH:
+                index = (self.size >> TILE_HEIGHT) - 1
+                known = tile_roots.get(index) if tile_roots else None
+                root = known if known is not None else _perfect_root(row)
+                completed.append(FullTile(0, index, b"".join(row), root))
+                row.clear()
+                self._carry(1, root, completed)
+        return completed
+
+    def _carry(self, level: int, value: bytes, completed: list[FullTile]) -> None:
+        """Append a completed tile's root to ``level``, completing tiles upwards."""
         while True:
             if level == len(self.edge):
                 self.edge.append([])
             row = self.edge[level]
             row.append(value)
             if len(row) < TILE_WIDTH:
-                return completed
+                return
             root = _perfect_root(row)
             index = (self.size >> (TILE_HEIGHT * (level + 1))) - 1
             completed.append(FullTile(level, index, b"".join(row), root))
             row.clear()
             level, value = level + 1, root
-
-    def extend(self, leaf_hashes: Iterable[bytes]) -> list[FullTile]:
-        """Append leaf hashes in order; return every full tile completed, in order."""
-        completed: list[FullTile] = []
-        for leaf_hash in leaf_hashes:
-            completed.extend(self.append(leaf_hash))
-        return completed
 
     def root(self) -> bytes:
         """The RFC 6962 root of the tree at its current size, from the edge alone."""
