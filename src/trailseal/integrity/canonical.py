@@ -267,7 +267,7 @@ def is_canonical(data: bytes) -> bool:
     ) and _LONG_RUN not in data.translate(_DIGITS_TO_ZERO):
         try:
             return _SORTED.encode(_NO_FLOATS.decode(data)) == data
-        except (_HasFloat, msgspec.DecodeError, RecursionError):
+        except (_HasFloat, ValueError, RecursionError):  # msgspec.DecodeError is one
             pass  # the full path decides, and names nothing msgspec alone refuses
     return _is_canonical_slowly(data)
 
