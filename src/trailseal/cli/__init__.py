@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trailseal.cli import admin, brokers, integrity, pipeline, service
+from trailseal.cli import admin, brokers, forward, integrity, pipeline, service
 
 app = typer.Typer(
     name="trailseal",
@@ -17,6 +17,7 @@ admin.register(app)
 integrity.register(app)
 pipeline.register(app)
 brokers.register(app)
+forward.register(app)
 
 
 def main() -> None:

@@ -1,12 +1,14 @@
 """``trailseal verify``: check every tenant's log (or one) against its records and the
-witnessed checkpoints. Exit 0 clean, 1 tampered, 2 could not run."""
+witnessed checkpoints. Exit 0 clean, 1 tampered, 2 could not run. ``trailseal export``
+(evidence bundles, and CSV/NDJSON/JSON exports) and ``trailseal verify-bundle``."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import psycopg
 import typer
@@ -16,9 +18,11 @@ from rich.table import Table
 
 from trailseal.bundle import check_bundle, export_bundle
 from trailseal.cli.common import DataDir, console, errors, fail, run_with_connection, settings
-from trailseal.errors import TrailsealError
+from trailseal.errors import InvalidInput, TrailsealError
 from trailseal.integrity.checkpoint import log_origin
 from trailseal.integrity.notes import NoteError, Verifier
+from trailseal.reading.export import Format, count_events, export_chunks
+from trailseal.reading.query import EventFilter
 from trailseal.runtime import load_signer, origin_host, resolve, witness
 from trailseal.settings import Settings
 from trailseal.store import Role, scoped
@@ -52,24 +56,112 @@ def _time(value: str | None, name: str) -> datetime | None:
     return parsed
 
 
+def _filter(
+    since: datetime | None,
+    until: datetime | None,
+    action: list[str] | None,
+    actor_id: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    outcome: str | None,
+) -> EventFilter:
+    try:
+        return EventFilter(actor_id=actor_id, target_type=target_type, target_id=target_id,
+                           action=tuple(action or ()), outcome=outcome, since=since,
+                           until=until)
+    except InvalidInput as exc:
+        raise fail(str(exc)) from None
+
+
 def export(
     tenant: Annotated[str, typer.Option(help="Tenant to export")],
-    bundle: Annotated[Path, typer.Option(help="Write an offline evidence bundle (zip) here")],
-    since: Annotated[str | None, typer.Option(help="Received at or after (RFC 3339)")] = None,
-    until: Annotated[str | None, typer.Option(help="Received before (RFC 3339)")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Write an offline evidence bundle (zip) here")
+    ] = None,
+    fmt: Annotated[
+        Format | None,
+        typer.Option("--format", help="Export the events as csv, ndjson or json (with -o)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="With --format: the file to write")
+    ] = None,
+    since: Annotated[str | None, typer.Option(
+        help="RFC 3339; with --bundle: received at or after; with --format: occurred at or "
+        "after")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="RFC 3339; with --bundle: received before; with --format: occurred before")
+    ] = None,
+    action: Annotated[list[str] | None, typer.Option(
+        help="With --format: this action, or a prefix such as user.* (repeatable)")] = None,
+    actor_id: Annotated[str | None, typer.Option(help="With --format: actor.id")] = None,
+    target_type: Annotated[str | None, typer.Option(help="With --format: target.type")] = None,
+    target_id: Annotated[str | None, typer.Option(help="With --format: target.id")] = None,
+    outcome: Annotated[
+        Literal["success", "failure"] | None, typer.Option(help="With --format: outcome")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Export an offline evidence bundle: the events' canonical bytes, the proof that ties
-    them to the signed checkpoint, the checkpoint and the verifier key."""
+    """Export an offline evidence bundle (--bundle: the events' canonical bytes, the proof
+    that ties them to the signed checkpoint, the checkpoint and the verifier key), or the
+    events as CSV, NDJSON or JSON (--format with -o: the same bytes as GET /v1/export,
+    oldest first, with a progress bar)."""
     start, stop = _time(since, "since"), _time(until, "until")
-    manifest = run_with_connection(
-        settings(data_dir),
-        lambda conn: export_bundle(conn, tenant, bundle, since=start, until=stop),
+    if (bundle is None) == (fmt is None):
+        raise fail("give exactly one of --bundle FILE or --format csv|ndjson|json with -o FILE")
+    if bundle is not None:
+        if output is not None:
+            raise fail("-o/--output goes with --format; a bundle is written to --bundle")
+        if action or actor_id or target_type or target_id or outcome:
+            raise fail("--action, --actor-id, --target-type, --target-id and --outcome go "
+                       "with --format; a bundle takes --since and --until")
+        written = bundle
+        manifest = run_with_connection(
+            settings(data_dir),
+            lambda conn: export_bundle(conn, tenant, written, since=start, until=stop),
+        )
+        console.print(
+            f"wrote {bundle}: seq {manifest['first']} to {manifest['end'] - 1} of {tenant}, "
+            f"checkpoint of size {manifest['size']}"
+        )
+        return
+    if fmt is None or output is None:
+        raise fail("--format needs -o/--output FILE")
+    flt = _filter(start, stop, action, actor_id, target_type, target_id, outcome)
+    out, kind = output, fmt
+    rows = run_with_connection(
+        settings(data_dir), lambda conn: _export_file(conn, tenant, flt, kind, out)
     )
-    console.print(
-        f"wrote {bundle}: seq {manifest['first']} to {manifest['end'] - 1} of {tenant}, "
-        f"checkpoint of size {manifest['size']}"
-    )
+    console.print(f"wrote {output}: {rows} event(s) of {tenant} as {fmt}")
+
+
+async def _export_file(
+    conn: AsyncConnection, tenant: str, flt: EventFilter, fmt: Format, out: Path
+) -> int:
+    """Write the export to ``out`` (aside, then renamed into place) with a progress bar;
+    returns the number of events."""
+    total = await count_events(conn, tenant, flt)
+    rows = 0
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=errors, transient=True) as bar:
+            task = bar.add_task(f"exporting {tenant}", total=total)
+
+            def advance(count: int) -> None:
+                nonlocal rows
+                rows = count
+                if count % 1000 == 0:
+                    bar.update(task, completed=count)
+
+            with open(partial, "wb") as handle:
+                async for chunk in export_chunks(conn, tenant, flt, fmt, on_row=advance):
+                    handle.write(chunk)
+            bar.update(task, completed=rows)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return rows
 
 
 def verify_bundle(
@@ -149,7 +241,7 @@ async def _run(
                 reports.append(await verify_tenant(
                     conn, tenant, verifiers,
                     origin=log_origin(origin_host(values), tenant), witness=folder,
-                    from_seq=from_seq,
+                    from_seq=from_seq, database_url=url,
                     progress=lambda n, task=task: bar.update(task, completed=n),  # type: ignore[misc]
                 ))
         return reports

@@ -17,7 +17,7 @@ from trailseal.runtime import build_sequencer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
-from trailseal.web import events, health, log, sources
+from trailseal.web import events, export, health, log, sources, stream
 from trailseal.web.meta import MetaAudit, MetaAuditMiddleware
 from trailseal.web.problems import HANDLERS
 
@@ -76,6 +76,8 @@ def create_app(
     app.include_router(events.router)
     app.include_router(log.router)
     app.include_router(sources.router)
+    app.include_router(export.router)
+    app.include_router(stream.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
