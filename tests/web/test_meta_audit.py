@@ -80,6 +80,8 @@ READS = {
                   {"proof": "inclusion", "index": 1, "size": 3}, 1),
     "consistency": ("/v1/log/proof/consistency", {"from": 1, "to": 3}, "audit.log.proof_read",
                     {"proof": "consistency", "from": 1, "to": 3}, 1),
+    "stream": ("/v1/stream", {"limit": 10}, "audit.events.streamed",
+               {"format": "ocsf", "limit": 10, "from_seq": 0}, 3),
 }
 
 
@@ -203,6 +205,28 @@ def test_another_tenant_never_sees_them(client, database_url, tenant, other_tena
     assert their_meta["actor"]["id"] == _key_id(database_url, other_tenant, "read")
     assert their_meta["tenant"] == other_tenant.name
     assert _meta_events(database_url, tenant, 1) == ours
+
+
+def test_a_streamed_export_is_recorded_with_its_full_count(client, database_url, tenant):
+    events = [an_event() for _ in range(1200)]
+    for start in range(0, len(events), 600):
+        r = client.post("/v1/events?wait=sequenced", json={"events": events[start:start + 600]},
+                        headers=tenant.auth("ingest"))
+        assert r.status_code == 201, r.text
+    lines = 0
+    with client.stream("GET", "/v1/export", params={"format": "ndjson", "action": "user.*"},
+                       headers=tenant.auth("export")) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            lines += bool(line)
+    assert lines == len(events)
+    [meta] = _meta_events(database_url, tenant, 1)
+    assert meta["action"] == "audit.events.exported"
+    assert meta["actor"]["id"] == _key_id(database_url, tenant, "export")
+    assert meta["metadata"]["count"] == len(events)
+    assert meta["metadata"]["completed"] is True
+    assert meta["metadata"]["filters"]["format"] == "ndjson"
+    assert meta["metadata"]["filters"]["action"] == ["user.*"]
 
 
 # -- log clients: checkpoint, key and tile reads counted per key and minute ----------------
