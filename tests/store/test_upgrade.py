@@ -41,7 +41,8 @@ def test_a_log_from_before_the_tree_is_caught_up(database_url, settings):
                     (seq, event.id, at, at, event.canonical, event.leaf_hash, chain))
             conn.execute("INSERT INTO trailseal.log_heads (tenant, size, chain_hash)"
                          " VALUES ('legacy', 300, %s)", (chain,))
-        assert [m.version for m in migrate.migrate(url)] == [2, 3, 4]
+        later = [m.version for m in migrate.available()[1:]]
+        assert [m.version for m in migrate.migrate(url)] == later
         run(_ingest_and_sequence(url, settings))
         report = run(_verify(url, settings))
         assert report.ok, report.finding

@@ -34,15 +34,12 @@ Order = Literal["asc", "desc"]
 
 _EXACT = re.compile(ACTION_PATTERN)
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.\*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _COLUMNS = sql.SQL("seq, occurred_at, canonical, leaf_hash, chain_hash")
-# The text that ``q`` searches. Migration 0005 indexes exactly this expression (GIN,
-# pg_trgm); the two must stay equal or the planner cannot use the index. The newline
-# keeps a search from matching across two names (``q`` never holds one).
-NAMES = sql.SQL(
-    "(actor_id || E'\\n' || coalesce(actor_name, '') || E'\\n' || target_id"
-    " || E'\\n' || coalesce(target_name, ''))"
-)
+# Row-level security lets an index serve only LEAKPROOF operators (see migration 0005):
+# so a prefix is ^@, a network a range of addresses, and text the leakproof ILIKE
+# trailseal_ext.~~*, served by the trigram index events_names.
+_ILIKE = sql.SQL("OPERATOR(trailseal_ext.~~*)")
+_NAMED = ("actor_id", "actor_name", "target_id", "target_name")
 # Filters added after the first release: left out of the fingerprint while unset, so
 # cursors issued before they existed stay valid.
 _LATER = ("correlation_id", "request_id", "actor_type", "service", "ip", "q", "include_meta")
@@ -105,11 +102,8 @@ class EventFilter:
         object.__setattr__(self, "action", _actions(self.action))
         if self.ip is not None:
             object.__setattr__(self, "ip", _network(self.ip))
-        if self.q is not None:
-            if not MIN_TEXT <= len(self.q) <= MAX_TEXT:
-                raise _invalid("q", f"must be {MIN_TEXT} to {MAX_TEXT} characters long")
-            if _CONTROL.search(self.q):
-                raise _invalid("q", "must not contain control characters")
+        if self.q is not None and not MIN_TEXT <= len(self.q) <= MAX_TEXT:
+            raise _invalid("q", f"must be {MIN_TEXT} to {MAX_TEXT} characters long")
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
@@ -178,9 +172,9 @@ def _action_condition(actions: tuple[str, ...], params: list[Any]) -> sql.Compos
         parts.append(sql.SQL("action = ANY(%s)"))
         params.append(exact)
     for prefix in prefixes:
-        # action has the C collation, so a LIKE prefix is an index range.
-        parts.append(sql.SQL("action LIKE %s"))
-        params.append(like_escape(prefix) + "%")
+        # action has the C collation, so "starts with" is an index range.
+        parts.append(sql.SQL("action ^@ %s"))
+        params.append(prefix)
     if len(parts) == 1:
         return parts[0]
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
@@ -207,12 +201,16 @@ def conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], lis
         # events_time_recorded (0005), so the planner can use it.
         where.append(sql.SQL("action NOT LIKE 'audit.%%'"))
     if flt.ip is not None:
-        # A btree rewrites <<= into an index range over the network's addresses.
-        where.append(sql.SQL("ip <<= %s::inet"))
-        params.append(flt.ip)
+        # Stored addresses are hosts, so the range is exact; <<= keeps it so regardless.
+        network = ipaddress.ip_network(flt.ip)
+        where.append(sql.SQL("ip >= %s::inet AND ip <= %s::inet AND ip <<= %s::inet"))
+        params.extend([flt.ip, str(network.broadcast_address), flt.ip])
     if flt.q is not None:
-        where.append(sql.SQL("{} ILIKE %s").format(NAMES))
-        params.append("%" + like_escape(flt.q) + "%")
+        pattern = "%" + like_escape(flt.q) + "%"
+        where.append(sql.SQL("({})").format(sql.SQL(" OR ").join(
+            sql.SQL("{} {} %s").format(sql.Identifier(column), _ILIKE) for column in _NAMED
+        )))
+        params.extend([pattern] * len(_NAMED))
     if flt.since is not None:
         where.append(sql.SQL("occurred_at >= %s"))
         params.append(flt.since)
