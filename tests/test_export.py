@@ -323,3 +323,17 @@ def test_export_memory_does_not_grow_with_its_size(database_url, big_tenant):
     # Ten times the rows, the same memory: the peak is a batch and a chunk, not the data.
     assert peak_l < 1.5 * peak_s + 256 * 1024, (peak_s, peak_l)
     assert peak_l < bytes_l / 8, (peak_l, bytes_l)
+
+
+def test_openapi_describes_every_parameter_and_error(client):
+    spec = client.get("/openapi.json").json()
+    for path, scope in (("/v1/export", "export"), ("/v1/stream", "read")):
+        operation = spec["paths"][path]["get"]
+        assert operation["parameters"]
+        for parameter in operation["parameters"]:
+            assert parameter.get("description"), (path, parameter["name"])
+        for status in ("200", "401", "403", "422"):
+            assert operation["responses"][status]["description"], (path, status)
+        assert f"`{scope}` scope" in operation["responses"]["403"]["description"]
+        for status in ("401", "403", "422"):
+            assert "application/problem+json" in operation["responses"][status]["content"]

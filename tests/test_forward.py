@@ -130,24 +130,12 @@ class _CollectorHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def syslog_server():
-    servers: list[SyslogTcp] = []
+def start():
+    """Starts a receiver (``start(SyslogTcp, hold_after=...)``); stops them all after."""
+    servers: list[SyslogTcp | HttpCollector] = []
 
-    def make(**kwargs) -> SyslogTcp:
-        servers.append(SyslogTcp(**kwargs))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
-def collector():
-    servers: list[HttpCollector] = []
-
-    def make(**kwargs) -> HttpCollector:
-        servers.append(HttpCollector(**kwargs))
+    def make(kind, **kwargs):
+        servers.append(kind(**kwargs))
         return servers[-1]
 
     yield make
@@ -184,10 +172,10 @@ def _seqs(lines: list[str]) -> list[int]:
 
 
 def test_syslog_over_tcp_gets_every_event_once_in_seq_order(
-    client, tenant, forward, syslog_server, tmp_path
+    client, tenant, forward, start, tmp_path
 ):
     ids = _seed(client, tenant, 23)
-    server = syslog_server()
+    server = start(SyslogTcp)
     state = tmp_path / "state.json"
     done = forward(tenant, f"syslog://127.0.0.1:{server.port}", state,
                    "--once", "--allow-private", "--batch-size", "5")
@@ -207,9 +195,9 @@ def test_syslog_over_tcp_gets_every_event_once_in_seq_order(
     assert _ids(server.lines) == ids + more
 
 
-def test_https_style_collector_gets_ocsf_batches(client, tenant, forward, collector, tmp_path):
+def test_https_style_collector_gets_ocsf_batches(client, tenant, forward, start, tmp_path):
     ids = _seed(client, tenant, 12)
-    target = collector()
+    target = start(HttpCollector)
     done = forward(tenant, target.url, tmp_path / "s", "--once", "--allow-private",
                    "--batch-size", "5")
     assert done.exit_code == 0, done.output
@@ -220,9 +208,9 @@ def test_https_style_collector_gets_ocsf_batches(client, tenant, forward, collec
     assert all(e["class_uid"] == 6003 and e["activity_id"] == 3 for e in events)
 
 
-def test_syslog_lines_can_go_over_http_too(client, tenant, forward, collector, tmp_path):
+def test_syslog_lines_can_go_over_http_too(client, tenant, forward, start, tmp_path):
     ids = _seed(client, tenant, 3)
-    target = collector()
+    target = start(HttpCollector)
     done = forward(tenant, target.url, tmp_path / "s", "--once", "--allow-private",
                    "--format", "syslog")
     assert done.exit_code == 0, done.output
@@ -244,10 +232,10 @@ def test_syslog_over_udp(client, tenant, forward, tmp_path):
 
 
 def test_a_refused_batch_is_sent_again_and_nothing_is_skipped(
-    client, tenant, forward, collector, tmp_path
+    client, tenant, forward, start, tmp_path
 ):
     ids = _seed(client, tenant, 15)
-    target = collector(fail=(2,))
+    target = start(HttpCollector, fail=(2,))
     state = tmp_path / "state.json"
     failed = forward(tenant, target.url, state, "--once", "--allow-private", "--batch-size", "5")
     assert failed.exit_code == 1
@@ -260,12 +248,12 @@ def test_a_refused_batch_is_sent_again_and_nothing_is_skipped(
 
 
 def test_a_killed_forwarder_resumes_from_its_state_file(
-    client, tenant, service_url, forward, syslog_server, tmp_path
+    client, tenant, service_url, forward, start, tmp_path
 ):
     ids = _seed(client, tenant, 40)
     # The collector reads the batch that takes it past 17 events, then holds it: the
     # forwarder is killed after the collector got that batch and before it was told so.
-    server = syslog_server(hold_after=17)
+    server = start(SyslogTcp, hold_after=17)
     state = tmp_path / "state.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "trailseal", "forward", "--to",
@@ -297,10 +285,10 @@ def test_a_killed_forwarder_resumes_from_its_state_file(
 
 
 def test_tailing_retries_a_failed_batch_and_stops_on_sigterm(
-    client, tenant, service_url, collector, tmp_path
+    client, tenant, service_url, start, tmp_path
 ):
     ids = _seed(client, tenant, 6)
-    target = collector(fail=(1,))
+    target = start(HttpCollector, fail=(1,))
     process = subprocess.Popen(
         [sys.executable, "-m", "trailseal", "forward", "--to", target.url, "--url",
          service_url, "--token", tenant.tokens["read"], "--state", str(tmp_path / "s"),
@@ -327,10 +315,10 @@ def test_tailing_retries_a_failed_batch_and_stops_on_sigterm(
 
 
 def test_loopback_targets_are_refused_without_allow_private(
-    client, tenant, forward, syslog_server, collector, tmp_path
+    client, tenant, forward, start, tmp_path
 ):
     _seed(client, tenant, 2)
-    server, target = syslog_server(), collector()
+    server, target = start(SyslogTcp), start(HttpCollector)
     for to in (f"syslog://127.0.0.1:{server.port}", f"syslog://localhost:{server.port}",
                f"syslog+udp://[::1]:{server.port}", target.url,
                target.url.replace("127.0.0.1", "2130706433")):
@@ -343,10 +331,10 @@ def test_loopback_targets_are_refused_without_allow_private(
     assert not (tmp_path / "s").exists()
 
 
-def test_redirects_are_not_followed(client, tenant, forward, collector, tmp_path):
+def test_redirects_are_not_followed(client, tenant, forward, start, tmp_path):
     _seed(client, tenant, 2)
-    inner = collector()
-    outer = collector(redirect=inner.url)
+    inner = start(HttpCollector)
+    outer = start(HttpCollector, redirect=inner.url)
     state = tmp_path / "s"
     done = forward(tenant, outer.url, state, "--once", "--allow-private")
     assert done.exit_code == 1
@@ -362,6 +350,7 @@ def test_redirects_are_not_followed(client, tenant, forward, collector, tmp_path
         (["--to", "ftp://example.com/"], "unknown target"),
         (["--to", "syslog://"], "names no host"),
         (["--to", "syslog://127.0.0.1:99999"], "invalid port"),
+        (["--to", "syslog://no-such-host.invalid"], "cannot resolve no-such-host.invalid"),
     ],
 )
 def test_bad_targets_are_messages(tenant, forward, tmp_path, args, message):
@@ -369,19 +358,19 @@ def test_bad_targets_are_messages(tenant, forward, tmp_path, args, message):
     assert done.exit_code != 0 and message in " ".join(done.output.split())
 
 
-def test_a_state_file_of_another_service_is_refused(tenant, forward, collector, tmp_path):
+def test_a_state_file_of_another_service_is_refused(tenant, forward, start, tmp_path):
     state = tmp_path / "s"
     state.write_text(json.dumps({"version": 1, "source": "https://other.example",
                                  "cursor": "abc"}))
-    done = forward(tenant, collector().url, state, "--once", "--allow-private")
+    done = forward(tenant, start(HttpCollector).url, state, "--once", "--allow-private")
     assert done.exit_code == 1 and "use another state file" in " ".join(done.output.split())
 
 
 def test_another_tenants_key_cannot_use_the_cursor(
-    client, tenant, other_tenant, forward, collector, tmp_path
+    client, tenant, other_tenant, forward, start, tmp_path
 ):
     _seed(client, tenant, 3)
-    target = collector()
+    target = start(HttpCollector)
     state = tmp_path / "s"
     assert forward(tenant, target.url, state, "--once", "--allow-private").exit_code == 0
     done = forward(other_tenant, target.url, state, "--once", "--allow-private")

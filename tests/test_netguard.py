@@ -7,7 +7,13 @@ from ipaddress import ip_address
 
 import pytest
 
-from trailseal.netguard import TargetRefused, check_addresses, non_public_reason, resolve
+from trailseal.netguard import (
+    TargetRefused,
+    TargetUnresolved,
+    check_addresses,
+    non_public_reason,
+    resolve,
+)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +96,7 @@ def test_every_resolved_address_must_be_public():
 
 
 def test_a_name_that_does_not_resolve_is_refused():
-    with pytest.raises(TargetRefused, match="cannot resolve"):
+    with pytest.raises(TargetUnresolved, match="cannot resolve"):
         resolve("no-such-host.invalid", 443, allow_private=False)
 
 

@@ -136,11 +136,15 @@ class Feed:
         if response.status_code != 200:
             raise ForwardError(f"the service answered {response.status_code}: "
                                f"{_detail(response)}")
-        if self.fmt == "syslog":
-            lines = response.text.split("\n")
-            return Batch([line for line in lines if line], response.headers[CURSOR_HEADER])
-        body = response.json()
-        return Batch(body["events"], body["next_cursor"])
+        try:
+            if self.fmt == "syslog":
+                lines = response.text.split("\n")
+                return Batch([line for line in lines if line], response.headers[CURSOR_HEADER])
+            body = response.json()
+            return Batch(list(body["events"]), str(body["next_cursor"]))
+        except (ValueError, KeyError, TypeError):
+            raise ForwardError(f"{self.endpoint} answered something that is not the feed "
+                               f"({response.headers.get('content-type', 'no type')})") from None
 
     def close(self) -> None:
         self.http.close()
@@ -184,6 +188,8 @@ class _Address:
                                     kind=kind)
         except netguard.TargetRefused as exc:
             raise FatalForwardError(str(exc)) from None
+        except netguard.TargetUnresolved as exc:
+            raise ForwardError(str(exc)) from None
 
 
 class SyslogTcp(_Address):

@@ -34,6 +34,10 @@ class TargetRefused(TrailsealError):
     """The target resolves to an address outside the public Internet."""
 
 
+class TargetUnresolved(TrailsealError):
+    """The target's name does not resolve (now: DNS may answer later)."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One checked address of a target, ready for ``socket.connect``."""
@@ -95,18 +99,19 @@ def resolve(
     kind: socket.SocketKind = socket.SOCK_STREAM,
     resolver: Resolver = socket.getaddrinfo,
 ) -> list[Endpoint]:
-    """Every address ``host`` resolves to, once all of them pass the check."""
+    """Every address ``host`` resolves to, once all of them pass the check
+    (``TargetRefused`` otherwise; ``TargetUnresolved`` when there are none)."""
     try:
         found = resolver(host, port, type=kind)
     except (socket.gaierror, UnicodeError) as exc:
-        raise TargetRefused(f"cannot resolve {host}: {exc}") from None
+        raise TargetUnresolved(f"cannot resolve {host}: {exc}") from None
     endpoints = [
         Endpoint(family, sockaddr, ip_address(str(sockaddr[0]).split("%")[0]))
         for family, _, _, _, sockaddr in found
         if family in (socket.AF_INET, socket.AF_INET6)
     ]
     if not endpoints:
-        raise TargetRefused(f"cannot resolve {host}: no IPv4 or IPv6 address")
+        raise TargetUnresolved(f"cannot resolve {host}: no IPv4 or IPv6 address")
     check_addresses(host, [e.address for e in endpoints], allow_private=allow_private)
     return endpoints
 

@@ -72,7 +72,7 @@ def forward(
         target = target_for(to, fmt, allow_private=allow_private, headers=_headers(header))
         target.check()
         position = State.load(state, url.rstrip("/"))
-    except (ConfigurationError, FatalForwardError) as exc:
+    except (ConfigurationError, FatalForwardError, ForwardError) as exc:
         raise fail(str(exc)) from None
     feed = Feed(url, token, fmt, batch_size)
     forwarder = Forwarder(feed, target, position,

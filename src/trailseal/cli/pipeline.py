@@ -3,17 +3,14 @@ the outbox in a producer's database, trigger capture into it, and its relay."""
 
 from __future__ import annotations
 
-import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import psycopg
 import typer
 
-from trailseal.cli.common import console, fail
+from trailseal.cli.common import console, fail, stopped_by_signals
 from trailseal.errors import ConfigurationError, TrailsealError
 from trailseal.pipeline.brokers import broker_transport
 from trailseal.pipeline.capture import install_capture
@@ -104,21 +101,6 @@ def _transport(
     return HttpTransport(url, token)
 
 
-@contextmanager
-def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` while inside; the old handlers come back after."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def relay_command(
     dsn: Dsn,
     url: Annotated[
@@ -153,7 +135,7 @@ def relay_command(
         if not outbox_exists(relay.connect(), schema):
             raise fail(f"no outbox in schema {schema}: run `trailseal outbox install` first")
         stop = threading.Event()
-        with _stopped_by_signals(stop):
+        with stopped_by_signals(stop):
             if once:
                 while not stop.is_set() and relay.run_once() == batch_size:
                     pass

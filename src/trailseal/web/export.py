@@ -40,8 +40,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
             },
         },
     },
-    **problem_responses(401, 422),
+    **problem_responses(401),
     403: {**problem_responses(403)[403], "description": "The key lacks the `export` scope."},
+    422: {**problem_responses(422)[422],
+          "description": "A parameter is invalid; each is named in `errors[].path`."},
 }
 
 
