@@ -66,6 +66,8 @@ def _actions(value: str | Iterable[str]) -> tuple[str, ...]:
 def _network(value: str) -> str:
     try:
         network = ipaddress.ip_network(value.strip(), strict=False)
+        if isinstance(network, ipaddress.IPv6Network) and network.network_address.scope_id:
+            raise ValueError("stored addresses carry no IPv6 zone")
     except ValueError:
         raise _invalid(
             "ip", f"{value!r} is not an IP address or a CIDR network such as 10.0.0.0/8 "

@@ -10,7 +10,7 @@ problem document that names it. A text filter given empty is the same as one lef
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
@@ -69,20 +69,35 @@ def _invalid(parameter: str, message: str) -> Problem:
                    [FieldProblem(None, f"query.{parameter}", message)])
 
 
-def _time(parameter: str, value: str | None) -> datetime | None:
+def parse_time(parameter: str, value: str | None, *, up: bool = True) -> datetime | None:
+    """The RFC 3339 time (with an offset) in query parameter ``parameter``; None when
+    empty; a 422 problem naming the parameter otherwise. Digits past the microsecond
+    round ``up`` (for a bound such as ``since``, so nothing before it gets in) or down."""
     if not value:
         return None
     text = value.strip()
-    if not RFC3339.match(text):
+    match = RFC3339.match(text)
+    if not match:
         hint = ""
         if " " in text and RFC3339.match(text.replace(" ", "+")):
             hint = "; a + in a URL stands for a space, so write the offset as %2B or use Z"
         raise _invalid(parameter, f"must be an RFC 3339 time with an offset, such as "
                                   f"{_TIME_EXAMPLE}{hint}")
     try:
-        return datetime.fromisoformat(text.upper())
-    except ValueError:
+        parsed = datetime.fromisoformat(text.upper())
+        if up and (match[1] or "")[7:].strip("0"):
+            parsed += timedelta(microseconds=1)
+    except (ValueError, OverflowError):
         raise _invalid(parameter, f"{value!r} is not a valid date and time") from None
+    return parsed
+
+
+Since = Annotated[str | None, Query(
+    description="RFC 3339 time with an offset; `occurred_at >= since`.",
+    examples=[_TIME_EXAMPLE])]
+Until = Annotated[str | None, Query(
+    description="RFC 3339 time with an offset; `occurred_at < until`.",
+    examples=[_TIME_EXAMPLE])]
 
 
 def _actions(values: list[str] | None) -> tuple[str, ...]:
@@ -111,12 +126,8 @@ async def event_filter(
     ip: Annotated[str | None, Query(
         max_length=64, description="`context.ip` is this address, or falls in this CIDR "
         "network (IPv4 or IPv6), e.g. `203.0.113.0/24` or `2001:db8::/32`.")] = None,
-    since: Annotated[str | None, Query(
-        description="RFC 3339 time with an offset; `occurred_at >= since`.",
-        examples=[_TIME_EXAMPLE])] = None,
-    until: Annotated[str | None, Query(
-        description="RFC 3339 time with an offset; `occurred_at < until`.",
-        examples=[_TIME_EXAMPLE])] = None,
+    since: Since = None,
+    until: Until = None,
     correlation_id: Annotated[str | None, Query(
         max_length=256, description="`context.correlation_id`, exactly.")] = None,
     request_id: Annotated[str | None, Query(
@@ -139,8 +150,8 @@ async def event_filter(
             target_id=target_id or None,
             action=_actions(action),
             outcome=outcome,
-            since=_time("since", since),
-            until=_time("until", until),
+            since=parse_time("since", since),
+            until=parse_time("until", until),
             correlation_id=correlation_id or None,
             request_id=request_id or None,
             actor_type=actor_type,
