@@ -270,3 +270,53 @@ def test_selective_filters_use_their_own_index(plans_url, name, index):
 def test_a_target_state_uses_an_index(plans_url):
     statement, params = state_statement(TENANT, "setting", "sso.enforced", NOW)
     _check(plans_url, statement, params)
+
+
+def test_without_a_superuser_text_search_still_answers(database_url, settings):
+    # Migrated by a role that may create roles and act as the owner, but is no superuser:
+    # no leakproof operator, no trigram index, and q reads the tenant's events instead.
+    role = f"trailseal_migrator_{secrets.token_hex(4)}"
+    name = f"trailseal_nosuper_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(role)))
+        conn.execute(sql.SQL(
+            "GRANT trailseal_owner, trailseal_ingest, trailseal_sequencer, trailseal_reader"
+            " TO {} WITH ADMIN OPTION").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(name), sql.Identifier(role)))
+    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
+    try:
+        migrate.migrate(psycopg.conninfo.make_conninfo(url, user=role))
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass('trailseal.events_names')").fetchone() == (
+                None,)
+            assert conn.execute(
+                "SELECT proleakproof FROM pg_proc WHERE proname = 'names_ilike'"
+            ).fetchone() == (False,)
+
+        async def search() -> tuple[list[str], list[str]]:
+            async with await AsyncConnection.connect(url, autocommit=True) as conn:
+                await create_tenant(conn, TENANT)
+            pool = create_pool(url, min_size=1, max_size=2)
+            await pool.open(wait=True)
+            try:
+                at = ingest.now()
+                raw = [_event(random.Random(n), at) for n in range(20)]
+                raw[7]["target"] = {"type": "user", "id": "u_1", "name": "Alice Liddell"}
+                batch = ingest.prepare(raw, TENANT, at)
+                async with pool.connection() as conn:
+                    await ingest.write_inbox(conn, TENANT, batch, at)
+                await build_sequencer(pool, settings).sequence_tenant(TENANT)
+                statement, params = select_events(TENANT, EventFilter(q="LIDDELL"))
+                async with pool.connection() as conn, scoped(conn, Role.READER, TENANT):
+                    rows = await (await conn.execute(statement, params)).fetchall()
+                return [raw[7]["id"]], [json.loads(bytes(row[2]))["id"] for row in rows]
+            finally:
+                await pool.close()
+
+        expected, found = run(search())
+        assert found == expected
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
