@@ -64,7 +64,8 @@ def _meta_events(database_url: str, tenant: Tenant, at_least: int) -> list[dict[
 
 def _seed(client: httpx.Client, tenant: Tenant, n: int = 3) -> list[dict[str, Any]]:
     events = [an_event(actor={"type": "user", "id": "alice"},
-                       target={"type": "user", "id": f"u_{i}"}) for i in range(n)]
+                       target={"type": "user", "id": f"u_{i}"},
+                       changes={"role": {"before": None, "after": "viewer"}}) for i in range(n)]
     r = client.post("/v1/events?wait=sequenced", json={"events": events},
                     headers=tenant.auth("ingest"))
     assert r.status_code == 201, r.text
@@ -82,6 +83,10 @@ READS = {
                     {"proof": "consistency", "from": 1, "to": 3}, 1),
     "stream": ("/v1/stream", {"limit": 10}, "audit.events.streamed",
                {"format": "ocsf", "limit": 10, "from_seq": 0}, 3),
+    "timeline": ("/v1/targets/user/u_1/timeline", {}, "audit.target.timeline_read",
+                 {"target_type": "user", "target_id": "u_1"}, 1),
+    "state": ("/v1/targets/user/u_1/state", {}, "audit.target.state_read",
+              {"target_type": "user", "target_id": "u_1"}, 1),
 }
 
 
@@ -111,6 +116,8 @@ def test_each_read_is_one_meta_event_in_the_tenants_own_log(
     assert meta["context"]["ip"] == "127.0.0.1"
     if kind in ("event", "receipt"):
         assert meta["target"] == {"type": "event", "id": event_id}
+    elif kind in ("timeline", "state"):
+        assert meta["target"] == {"type": "user", "id": "u_1"}
     else:
         assert meta["target"] == {"type": "log", "id": tenant.name}
 
