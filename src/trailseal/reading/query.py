@@ -117,10 +117,10 @@ class EventFilter:
             k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()
         }
         # One action is written as it always was; several as a sorted list.
-        actions = self.action
-        values["action"] = None if not actions else actions[0] if len(actions) == 1 else list(
-            actions
-        )
+        if len(self.action) == 1:
+            values["action"] = self.action[0]
+        else:
+            values["action"] = list(self.action) or None
         for later in _LATER:
             if values[later] in (None, False):
                 del values[later]
