@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test faults lint typecheck schema clean system-packages
+.PHONY: run test faults lint typecheck schema clean system-packages vendor-htmx
 
 # Debian packages the test suite uses: Go and golang.org/x/mod, whose reference tlog and
-# note packages read our logs as any standard tlog-tiles client would.
+# note packages read our logs as any standard tlog-tiles client would; Chromium, which the
+# console's browser tests drive through Playwright (never a browser download of its own).
 SYSTEM_PACKAGES := golang-go golang-golang-x-mod-dev
+BROWSER_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
@@ -34,6 +36,9 @@ system-packages:
 	@command -v go >/dev/null && [ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ] || \
 	  { $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); }
+	@[ -x /usr/bin/chromium ] || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(BROWSER_PACKAGES); }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench examples
@@ -44,6 +49,20 @@ typecheck: $(VENV)/.installed
 # Regenerate the committed JSON Schema after changing trailseal.model.
 schema: $(VENV)/.installed
 	$(BIN)/trailseal schema > schema/event-v1.schema.json
+
+# Refresh the console's vendored htmx from the npm registry's htmx.org package (pinned
+# version), and record its SHA-256 in VENDORED.md, which a test checks the file against.
+HTMX_VERSION := 2.0.11
+STATIC := src/trailseal/web/static
+vendor-htmx:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  (cd "$$tmp" && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null && tar xzf htmx.org-$(HTMX_VERSION).tgz) && \
+	  cp "$$tmp/package/dist/htmx.min.js" $(STATIC)/htmx.min.js && \
+	  cp "$$tmp/package/LICENSE" $(STATIC)/htmx.LICENSE && \
+	  sum=$$(sha256sum $(STATIC)/htmx.min.js | cut -d' ' -f1) && \
+	  sed -i -e "s/^- version: .*/- version: $(HTMX_VERSION)/" \
+	         -e "s/^- sha256 of htmx.min.js: .*/- sha256 of htmx.min.js: $$sum/" $(STATIC)/VENDORED.md && \
+	  echo "htmx $(HTMX_VERSION) $$sum"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -63,3 +63,12 @@ class Settings(BaseSettings):
     wait_sequenced_seconds: float = Field(
         default=10.0, gt=0, description="Longest a ?wait=sequenced request waits."
     )
+    console_session_hours: float = Field(
+        default=8.0, gt=0, le=24 * 30,
+        description="How long a console sign-in lasts before the key must be entered again.",
+    )
+    behind_proxy: bool = Field(
+        default=False,
+        description="The service is reached through a reverse proxy that terminates TLS "
+        "and sets X-Forwarded-Proto: trust that header to mark console cookies Secure.",
+    )

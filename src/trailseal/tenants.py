@@ -154,3 +154,25 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
     if row is None:
         return None
     return Principal(row[0], row[1], frozenset(row[2]))
+
+
+async def live_key(conn: AsyncConnection, tenant: str, key_id: uuid.UUID) -> Principal | None:
+    """The principal of ``tenant``'s key ``key_id`` while it exists and is not revoked
+    (a console session holds the key id, never the token, and asks this every request)."""
+    async with scoped(conn, Role.READER, tenant):
+        cur = await conn.execute(
+            "SELECT scopes FROM trailseal.api_keys"
+            " WHERE tenant = %s AND id = %s AND revoked_at IS NULL",
+            (tenant, key_id),
+        )
+        row = await cur.fetchone()
+    return None if row is None else Principal(tenant, key_id, frozenset(row[0]))
+
+
+async def key_names(conn: AsyncConnection, tenant: str) -> dict[uuid.UUID, str]:
+    """The name of each of ``tenant``'s keys, revoked ones included, by id."""
+    async with scoped(conn, Role.READER, tenant):
+        cur = await conn.execute(
+            "SELECT id, name FROM trailseal.api_keys WHERE tenant = %s", (tenant,)
+        )
+        return {row[0]: row[1] for row in await cur.fetchall()}

@@ -32,7 +32,7 @@ from trailseal.tenants import create_key, revoke_key
 
 TENANT_TABLES = (
     "tenants", "api_keys", "event_ids", "inbox", "events", "log_heads", "tiles", "checkpoints",
-    "sources",
+    "sources", "verify_runs",
 )
 
 # Exactly what each runtime role is granted; anything more is a leak waiting to happen.
@@ -58,6 +58,7 @@ GRANTS = {
         "checkpoints": {"SELECT"},
         "log_keys": {"SELECT"},
         "sources": {"SELECT"},
+        "verify_runs": {"SELECT"},
     },
 }
 FUNCTION_GRANTS = {

@@ -25,6 +25,7 @@ from trailseal.reading.export import Format, count_events, export_chunks
 from trailseal.reading.query import EventFilter
 from trailseal.runtime import load_signer, origin_host, resolve, witness
 from trailseal.settings import Settings
+from trailseal.status import record_run
 from trailseal.store import Role, scoped
 from trailseal.tenants import list_tenants
 from trailseal.verify import Report, verify_tenant
@@ -244,7 +245,18 @@ async def _run(
                     from_seq=from_seq, database_url=url,
                     progress=lambda n, task=task: bar.update(task, completed=n),  # type: ignore[misc]
                 ))
+                await _record(conn, reports[-1], from_seq)
         return reports
+
+
+async def _record(conn: AsyncConnection, report: Report, from_seq: int) -> None:
+    """Keep the outcome where the service shows it (the console's log status); a
+    database that cannot take it does not change the outcome, only a warning says so."""
+    try:
+        await record_run(conn, report, from_seq=from_seq)
+    except psycopg.Error as exc:
+        errors.print(f"[yellow]{report.tenant}: the result was not recorded:[/yellow] {exc}",
+                     highlight=False)
 
 
 async def _size(conn: AsyncConnection, tenant: str) -> int:

@@ -70,6 +70,8 @@ def _announce_demo(host: str, port: int, token: str) -> None:
         f"\"id\": \"u_1\"}}}}'"
     )
     print(f"  open {base}/docs")
+    console.print("the console:", style="bold")
+    print(f"  open {base}/ui/ and sign in with the token")
 
 
 def sequencer(

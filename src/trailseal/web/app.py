@@ -17,7 +17,7 @@ from trailseal.runtime import build_sequencer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
-from trailseal.web import events, export, health, log, sources, stream, targets
+from trailseal.web import events, export, health, log, sources, stream, targets, ui
 from trailseal.web.meta import MetaAudit, MetaAuditMiddleware
 from trailseal.web.problems import HANDLERS
 
@@ -79,6 +79,7 @@ def create_app(
     app.include_router(export.router)
     app.include_router(stream.router)
     app.include_router(targets.router)
+    app.include_router(ui.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
