@@ -172,20 +172,16 @@ class _Run(NamedTuple):
 def _recompute_run(start: int, raw: list[tuple[Any, ...]], recorded: bytes) -> _Run:
     """Recompute the rows read for seq >= start - 1 (in seq order): those from ``start``
     on, chaining from the chain hash of the one before."""
-    rows = [_Row(*r) for r in raw]
-    cut = next((i for i, row in enumerate(rows) if row.seq >= start), len(rows))
-    previous = rows[cut - 1].chain_hash if cut else GENESIS_CHAIN_HASH
-    rows = rows[cut:]
-    seqs = [row.seq for row in rows]
+    cut = next((i for i, row in enumerate(raw) if row[0] >= start), len(raw))
+    previous = raw[cut - 1][3] if cut else GENESIS_CHAIN_HASH
+    columns: list[list[Any]] = [list(c) for c in zip(*raw[cut:], strict=True)] or [[]] * 4
+    seqs, entries, leaves, chains = columns
     broken = found = None
-    if seqs != list(range(start, start + len(rows))):
+    if seqs != list(range(start, start + len(seqs))):
         broken = next(i for i, seq in enumerate(seqs) if seq != start + i)
         found = seqs[broken]
-    done = recompute(
-        [row.canonical for row in rows], [row.leaf_hash for row in rows],
-        [row.chain_hash for row in rows], previous, recorded, start,
-    )
-    return _Run(start, len(rows), seqs[0] if seqs else None, broken, found, done)
+    done = recompute(entries, leaves, chains, previous, recorded, start)
+    return _Run(start, len(seqs), seqs[0] if seqs else None, broken, found, done)
 
 
 _worker_connection: psycopg.Connection[Any] | None = None

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
-from trailseal.integrity.canonical import is_canonical
+from trailseal.integrity.canonical import first_not_canonical
 from trailseal.integrity.hashing import HASH_SIZE
 from trailseal.integrity.tiles import TILE_WIDTH, subtree_root
 
@@ -51,17 +51,17 @@ def recompute(
         raise ValueError("entries, stored leaves and stored chains differ in length")
     leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
     first_bad_entry = None
+    not_canonical = first_not_canonical(entries)
     if (
-        leaves != list(stored_leaves)
+        not_canonical is not None
+        or leaves != list(stored_leaves)
         or b"".join(leaves) != recorded[: len(leaves) * HASH_SIZE]
-        or len(recorded) < len(leaves) * HASH_SIZE
-        or not all(map(is_canonical, entries))
     ):
         first_bad_entry = next(
-            i for i, entry in enumerate(entries)
-            if leaves[i] != stored_leaves[i]
-            or leaves[i] != recorded[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-            or not is_canonical(entry)
+            i for i, leaf in enumerate(leaves)
+            if i == not_canonical
+            or leaf != stored_leaves[i]
+            or leaf != recorded[i * HASH_SIZE : (i + 1) * HASH_SIZE]
         )
     first_bad_chain = None
     chain = previous
