@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.support import free_port, run
+from trailseal import demo, ingest
 from trailseal.cli import app
 from trailseal.tenants import authenticate
 
@@ -111,16 +112,17 @@ def test_serve_demo_on_embedded_postgres(tmp_path):
             token = found[1] if found else None
         assert token, "serve --demo printed no token"
         base = f"http://127.0.0.1:{port}"
+        seeded = len(demo.events(ingest.now()))
         with httpx.Client(base_url=base, timeout=10) as http:
             events: list = []
-            while len(events) < 6 and time.monotonic() < deadline:
+            while len(events) < seeded and time.monotonic() < deadline:
                 try:
                     r = http.get("/v1/events", headers={"Authorization": f"Bearer {token}"})
                     events = r.json()["events"] if r.status_code == 200 else []
                 except httpx.TransportError:
                     pass  # not listening yet
                 time.sleep(0.1)
-            assert len(events) == 6
+            assert len(events) == seeded
             assert {e["tenant"] for e in events} == {"demo"}
             assert http.get("/readyz").json()["status"] == "ready"
     finally:

@@ -63,6 +63,7 @@ from trailseal.web.console import (
 from trailseal.web.events import find_event
 from trailseal.web.filters import parse_time
 from trailseal.web.meta import EVENT_READ, RECEIPT_READ, note_log_read, note_read
+from trailseal.web.problems import Problem
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute, include_in_schema=False)
 
@@ -217,7 +218,7 @@ async def event_page(request: Request, event_id: str, user: User) -> Response:
                      target=("event", event_id))
     try:
         event = await find_event(request, user.tenant, event_id, get_event)
-    except Exception as exc:
+    except Problem as exc:
         raise ConsoleError(404, "No such event",
                            "This log has no event with that id.") from exc
     note.count = 1
@@ -233,7 +234,7 @@ async def event_receipt(request: Request, event_id: str, user: User) -> Response
                      target=("event", event_id))
     try:
         found = await find_event(request, user.tenant, event_id, receipt)
-    except Exception:
+    except Problem:
         return JSONResponse({"detail": "no receipt for this event (yet)"}, 404)
     note.count = 1
     return JSONResponse(found)
@@ -294,7 +295,7 @@ async def state_part(request: Request, target_type: str, target_id: str, user: U
     asked: dict[str, Any] = {"target_type": target_type, "target_id": target_id}
     try:
         moment = parse_time("at", as_rfc3339(at), up=False) if at else None
-    except Exception as exc:
+    except Problem as exc:
         raise ConsoleError(422, "Invalid time", "“As of” must be a date and time.") from exc
     if moment is not None:
         asked["at"] = moment.isoformat()
@@ -367,7 +368,7 @@ async def export_evidence(request: Request, user: User) -> Response:
         text = request.query_params.get(name, "").strip()
         try:
             bounds[name] = parse_time(name, as_rfc3339(text)) if text else None
-        except Exception as exc:
+        except Problem as exc:
             raise ConsoleError(422, "Invalid time", f"{name} must be a date and time.") from exc
     asked = {k: v.isoformat() for k, v in bounds.items() if v is not None}
     note = note_read(request, user.principal, "audit.events.exported",
