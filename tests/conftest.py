@@ -97,6 +97,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         log_origin="audit.test",
         sequencer_idle_seconds=0.05,
         pool_max_size=20,
+        run_archiver=False,  # archive tests run their own, with their own store and clock
     )
 
 

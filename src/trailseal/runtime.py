@@ -6,10 +6,14 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from psycopg_pool import AsyncConnectionPool
 
+from trailseal.archive.archiver import Archiver
+from trailseal.archive.worm import LocalStore, WormStore
 from trailseal.errors import ConfigurationError
 from trailseal.integrity.notes import NoteError, Signer, generate_key
 from trailseal.sequencer import Sequencer
@@ -104,4 +108,36 @@ def build_sequencer(pool: AsyncConnectionPool, settings: Settings) -> Sequencer:
         witness=witness(settings),
         batch_size=settings.sequencer_batch_size,
         idle_seconds=settings.sequencer_idle_seconds,
+    )
+
+
+def archive_store(settings: Settings) -> WormStore:
+    """The write-once store of segments: ``TRAILSEAL_ARCHIVE_URL`` (file:// or s3://),
+    or ``<data dir>/archive``."""
+    url = settings.archive_url
+    if url is None:
+        return LocalStore(settings.data_dir / "archive")
+    parsed = urlsplit(url)
+    if parsed.scheme == "file":
+        return LocalStore(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3" and parsed.netloc:
+        from trailseal.archive.s3 import S3Store
+
+        store: WormStore = S3Store.connect(
+            parsed.netloc, parsed.path.strip("/"), endpoint_url=settings.s3_endpoint_url,
+            cold_storage_class=settings.s3_cold_storage_class,
+        )
+        return store
+    raise ConfigurationError(
+        f"TRAILSEAL_ARCHIVE_URL must be file:///path or s3://bucket/prefix, not {url!r}")
+
+
+def build_archiver(settings: Settings, store: WormStore | None = None) -> Archiver:
+    """An archiver configured from ``settings``: store, signing key, segment limits."""
+    return Archiver(
+        store if store is not None else archive_store(settings),
+        load_signer(settings),
+        max_events=settings.segment_max_events,
+        max_age=timedelta(seconds=settings.segment_max_age_seconds),
+        default_preset=settings.retention_preset,
     )

@@ -67,6 +67,43 @@ class Settings(BaseSettings):
         default=8.0, gt=0, le=24 * 30,
         description="How long a console sign-in lasts before the key must be entered again.",
     )
+    segment_max_events: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="The archiver closes a segment at this many events.",
+    )
+    segment_max_age_seconds: float = Field(
+        default=60.0, gt=0,
+        description="The archiver closes a segment once its first event is this old.",
+    )
+    archive_url: str | None = Field(
+        default=None,
+        description="The write-once store of segments and checkpoints: file:///path or "
+        "s3://bucket/prefix (a bucket with Object Lock enabled). Unset: <data dir>/archive.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible service (unset: AWS S3 itself).",
+    )
+    s3_cold_storage_class: str = Field(
+        default="GLACIER",
+        description="The S3 storage class of the cold tier: GLACIER or DEEP_ARCHIVE.",
+    )
+    archive_cache_dir: Path | None = Field(
+        default=None,
+        description="Where segment files read from the store are kept for warm queries. "
+        "Unset: <data dir>/segment-cache.",
+    )
+    retention_preset: str = Field(
+        default="finance",
+        description="The retention of tenants without a policy of their own: soc2 (1 "
+        "year), hipaa (6 years) or finance (7 years).",
+    )
+    run_archiver: bool = Field(
+        default=True, description="Run the archiver inside the API process (serve)."
+    )
+    archiver_idle_seconds: float = Field(
+        default=5.0, gt=0, description="How long the archiver waits between sweeps."
+    )
     behind_proxy: bool = Field(
         default=False,
         description="The service is reached through a reverse proxy that terminates TLS "

@@ -15,7 +15,8 @@ OWNER = "trailseal_owner"
 INGEST = "trailseal_ingest"
 SEQUENCER = "trailseal_sequencer"
 READER = "trailseal_reader"
-RUNTIME_ROLES = (INGEST, SEQUENCER, READER)
+ARCHIVER = "trailseal_archiver"
+RUNTIME_ROLES = (INGEST, SEQUENCER, READER, ARCHIVER)
 ROLES = (OWNER, *RUNTIME_ROLES)
 SUPERUSER = None  # no SET ROLE: the test connection's own superuser
 

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from tests.store.conftest import TwoLogs
 from tests.store.scoping import (
+    ARCHIVER,
     INGEST,
     OWNER,
     READER,
@@ -32,7 +33,8 @@ from trailseal.tenants import create_key, revoke_key
 
 TENANT_TABLES = (
     "tenants", "api_keys", "event_ids", "inbox", "events", "log_heads", "tiles", "checkpoints",
-    "sources", "verify_runs",
+    "sources", "verify_runs", "segments", "segment_events", "retention_policies",
+    "legal_holds", "legal_hold_releases",
 )
 
 # Exactly what each runtime role is granted; anything more is a leak waiting to happen.
@@ -59,12 +61,29 @@ GRANTS = {
         "log_keys": {"SELECT"},
         "sources": {"SELECT"},
         "verify_runs": {"SELECT"},
+        "segments": {"SELECT"},
+        "segment_events": {"SELECT"},
+        "retention_policies": {"SELECT"},
+        "legal_holds": {"SELECT"},
+        "legal_hold_releases": {"SELECT"},
+    },
+    ARCHIVER: {
+        "tenants": {"SELECT"},
+        "events": {"SELECT"},
+        "checkpoints": {"SELECT"},
+        "log_heads": {"SELECT"},
+        "segments": {"SELECT", "INSERT"},
+        "segment_events": {"SELECT", "INSERT"},
+        "retention_policies": {"SELECT"},
+        "legal_holds": {"SELECT"},
+        "legal_hold_releases": {"SELECT"},
     },
 }
 FUNCTION_GRANTS = {
     "authenticate": {INGEST, READER},
     "create_events_partition": {SEQUENCER},
     "pending_tenants": {SEQUENCER},
+    "drop_events_partition": {ARCHIVER},
 }
 
 _EMPTY_JSON = "convert_to('{}', 'UTF8')"
@@ -318,6 +337,22 @@ _DENIED = {
     "sequencer updates events": (SEQUENCER, "UPDATE trailseal.events SET actor_id = 'x'"),
     "sequencer reads key hashes": (SEQUENCER, "SELECT token_hash FROM trailseal.api_keys"),
     "sequencer inserts into the inbox": (SEQUENCER, _INSERTS["inbox"]),
+    "archiver inserts events": (ARCHIVER, _INSERTS["events"]),
+    "archiver reads key hashes": (ARCHIVER, "SELECT token_hash FROM trailseal.api_keys"),
+    "archiver sets a policy": (
+        ARCHIVER,
+        "INSERT INTO trailseal.retention_policies VALUES (%(tenant)s, now(), 'soc2', 365,"
+        " 90, 365)",
+    ),
+    "archiver releases a hold": (
+        ARCHIVER,
+        "INSERT INTO trailseal.legal_hold_releases VALUES (%(tenant)s, gen_random_uuid(),"
+        " 'r', now())",
+    ),
+    "reader inserts a segment event": (
+        READER,
+        "INSERT INTO trailseal.segment_events VALUES (%(tenant)s, 0, 'verified', now())",
+    ),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trailseal.cli import admin, brokers, forward, integrity, pipeline, service
+from trailseal.cli import admin, archive, brokers, forward, integrity, pipeline, service
 
 app = typer.Typer(
     name="trailseal",
@@ -18,6 +18,7 @@ integrity.register(app)
 pipeline.register(app)
 brokers.register(app)
 forward.register(app)
+archive.register(app)
 
 
 def main() -> None:

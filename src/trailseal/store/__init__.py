@@ -25,6 +25,7 @@ class Role(StrEnum):
     INGEST = "trailseal_ingest"
     SEQUENCER = "trailseal_sequencer"
     READER = "trailseal_reader"
+    ARCHIVER = "trailseal_archiver"
 
 
 async def _configure(conn: AsyncConnection) -> None:

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 from trailseal import __version__, ingest
 from trailseal.model import EventV1
-from trailseal.runtime import build_sequencer
+from trailseal.runtime import build_archiver, build_sequencer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
@@ -46,6 +46,10 @@ def create_app(
         if settings.run_sequencer:
             app.state.sequencer = build_sequencer(pool, settings)
             task = asyncio.create_task(app.state.sequencer.run(stop))
+        archiver_task = None
+        if settings.run_archiver:
+            archiver_task = asyncio.create_task(build_archiver(settings).run(
+                pool.connection, stop, settings.archiver_idle_seconds))
         meta_audit.open(pool, app.state.sequencer.wake if app.state.sequencer else None)
         meta_stop = asyncio.Event()
         meta_task = asyncio.create_task(meta_audit.run(meta_stop))
@@ -57,6 +61,8 @@ def create_app(
             stop.set()
             if task is not None:
                 await task
+            if archiver_task is not None:
+                await archiver_task
             await pool.close()
 
     app = FastAPI(

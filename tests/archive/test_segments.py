@@ -1,0 +1,155 @@
+"""Segments: sealed by count, by age and at a month's end, contiguous, written once to
+the store with a signed manifest that names the checkpoint they fall under."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import timedelta
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from tests.archive.support import ORIGIN_HOST, archiver, fill, seal
+from tests.support import run
+from trailseal.archive.segments import (
+    Sealed,
+    SegmentError,
+    check_file,
+    manifest_key,
+    open_manifest,
+    range_root,
+)
+from trailseal.archive.worm import LocalStore, ObjectExists
+from trailseal.cli import app
+from trailseal.integrity.checkpoint import log_origin, open_checkpoint
+from trailseal.integrity.notes import NoteError, Signer, Verifier, generate_key
+from trailseal.witness import checkpoint_name
+
+
+def _segments(url: str, tenant: str) -> list[tuple[int, int, str, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT first_seq, last_seq, object_key, manifest FROM trailseal.segments"
+            " WHERE tenant = %s ORDER BY first_seq", (tenant,)).fetchall()
+
+
+def test_segments_close_by_count_then_by_age(own_database, signer, store, clock):
+    run(fill(own_database, signer, "acme", 25, clock()))
+    worker = archiver(store, signer, clock, max_events=10)
+    assert run(seal(own_database, worker, "acme")) == 2
+    assert [(s[0], s[1]) for s in _segments(own_database, "acme")] == [(0, 9), (10, 19)]
+    clock.advance(seconds=59)
+    assert run(seal(own_database, worker, "acme")) == 0  # the last five are not a minute old
+    clock.advance(seconds=1)
+    assert run(seal(own_database, worker, "acme")) == 1
+    assert [(s[0], s[1]) for s in _segments(own_database, "acme")][-1] == (20, 24)
+    with psycopg.connect(own_database) as conn:
+        verified = conn.execute(
+            "SELECT count(*) FROM trailseal.segment_events WHERE tenant = 'acme'"
+            " AND kind = 'verified'").fetchone()
+    assert verified == (3,)
+
+
+def test_a_segment_ends_with_its_month(own_database, signer, store, clock):
+    run(fill(own_database, signer, "acme", 3, clock()))
+    later = clock.now.replace(day=1) + timedelta(days=32)
+    run(fill(own_database, signer, "acme", 2, later))
+    assert run(seal(own_database, archiver(store, signer, clock), "acme")) == 1
+    assert [(s[0], s[1]) for s in _segments(own_database, "acme")] == [(0, 2)]
+
+
+def test_the_file_and_manifest_are_written_once_and_signed(own_database, signer, store, clock):
+    run(fill(own_database, signer, "acme", 10, clock()))
+    assert run(seal(own_database, archiver(store, signer, clock), "acme")) == 1
+    [(_, _, key, note)] = _segments(own_database, "acme")
+    path = store.root / "warm" / key
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
+    manifest = open_manifest(store.get(manifest_key(key)), [signer.verifier()])
+    assert open_manifest(note, [signer.verifier()]) == manifest
+    assert (manifest.tenant, manifest.first_seq, manifest.last_seq, manifest.count) == (
+        "acme", 0, 9, 10)
+    rows = check_file(store.get(key), manifest)
+    assert [r[0] for r in rows] == list(range(10))
+    assert manifest.merkle_root == range_root([r[2] for r in rows]).hex()
+    # The checkpoint it falls under is signed, covers the range, and is in the store too.
+    stored = store.get(checkpoint_name("acme", manifest.checkpoint_size)).decode()
+    checkpoint = open_checkpoint(stored, [signer.verifier()],
+                                 origin=log_origin(ORIGIN_HOST, "acme"))
+    assert checkpoint.size > manifest.last_seq
+    assert checkpoint.root_hash.hex() == manifest.checkpoint_root
+    with pytest.raises(ObjectExists):
+        store.put_new(key, b"other bytes", retain_until=clock.now)
+    assert store.put_new(key, store.get(key), retain_until=clock.now) is False
+
+
+def test_a_manifest_by_another_key_or_a_changed_file_is_refused(own_database, signer, store,
+                                                                 clock):
+    run(fill(own_database, signer, "acme", 10, clock()))
+    run(seal(own_database, archiver(store, signer, clock), "acme"))
+    [(_, _, key, note)] = _segments(own_database, "acme")
+    other = generate_key("audit.test/trailseal")[1]
+    with pytest.raises(NoteError):
+        open_manifest(note, [Verifier.from_key(other)])
+    manifest = open_manifest(note, [signer.verifier()])
+    data = bytearray(store.get(key))
+    data[len(data) // 2] ^= 1
+    with pytest.raises(SegmentError, match="SHA-256"):
+        check_file(bytes(data), manifest)
+
+
+def test_segments_are_append_only_and_contiguous(own_database, signer, store, clock):
+    run(fill(own_database, signer, "acme", 10, clock()))
+    run(seal(own_database, archiver(store, signer, clock), "acme"))
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        for statement in ("UPDATE trailseal.segments SET last_seq = 3",
+                          "DELETE FROM trailseal.segments",
+                          "TRUNCATE trailseal.segments CASCADE"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement)
+        with pytest.raises(psycopg.errors.CheckViolation, match="must start at seq 10"):
+            conn.execute(
+                "INSERT INTO trailseal.segments SELECT tenant, 12, 14, object_key,"
+                " file_sha256, file_bytes, merkle_root, chain_before, chain_last, 15,"
+                " checkpoint_root, min_received_at, max_received_at, min_occurred_at,"
+                " max_occurred_at, retain_until, manifest, created_at"
+                " FROM trailseal.segments WHERE tenant = 'acme'")
+
+
+def test_a_segment_written_but_not_recorded_is_taken_up_again(own_database, signer, store,
+                                                              clock):
+    run(fill(own_database, signer, "acme", 10, clock()))
+    run(seal(own_database, archiver(store, signer, clock), "acme"))
+    [(_, _, key, note)] = _segments(own_database, "acme")
+    # A store that already holds the file and its first manifest, as after a crash
+    # between writing and recording: writing it again, with a later manifest, keeps the
+    # first one.
+    again = LocalStore(store.root.parent / "again")
+    again.put_new(key, store.get(key), retain_until=clock.now + timedelta(days=1))
+    again.put_new(manifest_key(key), note.encode(), retain_until=clock.now + timedelta(days=1))
+    clock.advance(seconds=5)
+    first = archiver(again, signer, clock)
+    later = open_manifest(note, [signer.verifier()])
+    later = type(later)(**{**later.__dict__, "created_at": clock.now.isoformat()})
+    kept = first._put(Sealed(store.get(key), later, signer.sign(later.body())), False, None, 0)
+    assert kept.note == note
+
+
+def test_archiver_command_seals_once(own_database, signer, tmp_path, clock):
+    key_file = tmp_path / "log.key"
+    signer_key, _ = generate_key("audit.test/trailseal")
+    key_file.write_text(signer_key + "\n")
+    own = Signer.from_key(signer_key)
+    run(fill(own_database, own, "acme", 12, clock()))
+    env = {
+        "TRAILSEAL_DATABASE_URL": own_database,
+        "TRAILSEAL_DATA_DIR": str(tmp_path / "data"),
+        "TRAILSEAL_SIGNING_KEY_FILE": str(key_file),
+        "TRAILSEAL_ARCHIVE_URL": f"file://{tmp_path / 'worm'}",
+        "TRAILSEAL_SEGMENT_MAX_EVENTS": "5",
+    }
+    result = CliRunner().invoke(app, ["archiver", "--once"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "sealed 2 segment(s)" in result.output
+    assert (tmp_path / "worm" / "warm" / "acme" / "segments").is_dir()
