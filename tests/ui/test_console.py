@@ -4,7 +4,8 @@ verified in the browser (and a tampered one refused), timeline and state, a CSV 
 log status, the meta-audit, sign-out, a phone-sized screen, the keyboard alone, and a
 second tenant that sees none of the first's events.
 
-Each page is saved to docs/img/ (the README shows them). One browser for the module,
+Each page is saved as a screenshot; `make screenshots` refreshes the ones in docs/img/
+(the README shows them). One browser for the module,
 one fresh context (cookies, storage) per test.
 """
 
