@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test faults lint typecheck schema clean system-packages vendor-htmx
+.PHONY: run test faults lint typecheck schema clean system-packages vendor-htmx screenshots
 
 # Debian packages the test suite uses: Go and golang.org/x/mod, whose reference tlog and
 # note packages read our logs as any standard tlog-tiles client would; Chromium, which the
@@ -27,6 +27,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed system-packages lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Refresh the console's screenshots in docs/img/ (the README shows them).
+screenshots: $(VENV)/.installed system-packages
+	TRAILSEAL_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/ui
 
 # The fault-injection suite alone, printing its counts; FAULT_ROUNDS=100 for longer runs.
 faults: $(VENV)/.installed system-packages
