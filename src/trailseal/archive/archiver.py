@@ -197,7 +197,7 @@ class Archiver:
             chain_before = await self._chain_before(conn, tenant, start)
             policy = await policy_for(conn, tenant, self.default_preset)
             held = await _tenant_held(conn, tenant)
-        retain_until = max(r["received_at"] for r in chosen) + policy.retain
+        retain_until = _whole_second(max(r["received_at"] for r in chosen) + policy.retain)
         built = seal(tenant, chosen, chain_before=chain_before,
                      checkpoint=(checkpoint[0], bytes(checkpoint[1])),
                      retain_until=retain_until, created_at=now, signer=self.signer)
@@ -310,6 +310,14 @@ class Archiver:
                 " VALUES (%s, %s, 'verified', %s) ON CONFLICT DO NOTHING",
                 (tenant, m.first_seq, self.clock()))
         return True
+
+
+def _whole_second(value: datetime) -> datetime:
+    """``value`` rounded up to a whole second: S3 keeps retain-until dates to the second,
+    and rounding down would shorten a retention."""
+    if value.microsecond:
+        value = value.replace(microsecond=0) + timedelta(seconds=1)
+    return value
 
 
 async def _tenant_held(conn: AsyncConnection, tenant: str) -> bool:
