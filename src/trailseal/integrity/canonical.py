@@ -11,6 +11,7 @@ from __future__ import annotations
 import json.encoder
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -256,12 +257,14 @@ def parse_canonical(data: bytes) -> Any:
 def is_canonical(data: bytes) -> bool:
     """True when ``data`` is exactly the RFC 8785 form of the JSON value it holds.
 
-    Most stored events hold no number that is not an integer of at most 15 digits, no
-    character outside the Basic Multilingual Plane and little nesting; for those,
-    msgspec's encoder with sorted keys writes exactly JCS (the same string escapes,
-    integers, and key order: code points and UTF-16 units order BMP keys alike), so a
-    decode and re-encode that gives the same bytes back settles it. Anything else takes
-    the full canonicalisation.
+    Most stored events hold no number that is not an integer of at most 15 digits and no
+    character outside the Basic Multilingual Plane; for those, msgspec's encoder with
+    sorted keys writes exactly JCS (the same string escapes, integers, and key order:
+    code points and UTF-16 units order BMP keys alike), so a decode and re-encode that
+    gives the same bytes back settles it. Anything else takes the full
+    canonicalisation. Nesting is not limited here (ingest's limit is a policy, not part
+    of the form), except by the interpreter's recursion limit: bytes nested too deeply
+    to parse are not judged canonical.
     """
     return _round_trips(data) if _plain(data) else _is_canonical_slowly(data)
 
@@ -285,18 +288,18 @@ def _plain(data: bytes) -> bool:
 
 def _round_trips(data: bytes) -> bool:
     """``is_canonical`` for bytes that ``_plain`` admits."""
-    if data.count(b"{") + data.count(b"[") <= DEFAULT_MAX_DEPTH:
-        try:
-            return _SORTED.encode(_NO_FLOATS.decode(data)) == data
-        except (_HasFloat, ValueError, RecursionError):  # msgspec.DecodeError is one
-            pass  # the full path decides, and names nothing msgspec alone refuses
-    return _is_canonical_slowly(data)
+    try:
+        return _SORTED.encode(_NO_FLOATS.decode(data)) == data
+    except (_HasFloat, ValueError, RecursionError):  # msgspec.DecodeError is one
+        return _is_canonical_slowly(data)  # which names nothing msgspec alone refuses
 
 
 def _is_canonical_slowly(data: bytes) -> bool:
     try:
         value = json.loads(data, parse_int=_double_if_large)
-        return canonicalize(value) == data
+        # Canonical form knows no depth limit (ingest's is a policy, checked there);
+        # only the interpreter's own recursion limit bounds what is judged here.
+        return canonicalize(value, max_depth=sys.maxsize) == data
     except (ValueError, RecursionError):  # bad JSON, lone surrogates, no JCS form
         return False
 
