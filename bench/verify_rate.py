@@ -2,7 +2,8 @@
 
 Measures: events per second of `verify_tenant` (re-canonicalisation, leaf hashes, chain,
 tree, checkpoints) over N events sequenced by the real sequencer, on an embedded
-PostgreSQL in a temporary folder: with one worker process per CPU, and in one process.
+PostgreSQL in a temporary folder: with one worker process per CPU (the command's default
+for logs of 100,000 events or more), and in one process.
 Baseline, same run: SHA-256 of the same canonical bytes read in seq order in binary, in
 one process. Min/median/max over --repeat runs, interleaved. Reproduce:
 `.venv/bin/python bench/verify_rate.py --events 200000`.
@@ -15,82 +16,99 @@ import asyncio
 import hashlib
 import json
 import os
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent is not
+    sys.path.insert(0, ROOT)
+
+from bench import common
 from psycopg import AsyncConnection
 
-from trailseal import ingest
-from trailseal.ids import uuid7
 from trailseal.integrity.checkpoint import log_origin
-from trailseal.runtime import build_sequencer, load_signer
+from trailseal.runtime import load_signer
 from trailseal.settings import Settings
-from trailseal.store import create_pool, embedded, migrate
-from trailseal.tenants import create_tenant
 from trailseal.verify import verify_tenant
 
-TENANT = "bench"
+NAME = "verify"
+SIZES = {"smoke": 200, "quick": 100_000, "full": 10_000_000}
+GOAL = 500_000  # events/s
+PARALLEL_FROM = 100_000  # as trailseal.verify: worker processes from this many events
 
 
-def _event(i: int) -> dict[str, object]:
-    return {
-        "id": str(uuid7()),
-        "actor": {"type": "user", "id": f"u_{i % 1000}", "name": "Bench User"},
-        "action": "user.role.updated",
-        "target": {"type": "user", "id": f"u_{(i * 7) % 1000}"},
-        "changes": {"role": {"before": "viewer", "after": "editor"}},
-        "context": {"ip": "203.0.113.7", "request_id": f"req_{i}", "service": "web"},
-        "metadata": {"n": i, "note": "x" * 120},
-    }
-
-
-async def populate(url: str, settings: Settings, events: int) -> None:
-    async with await AsyncConnection.connect(url, autocommit=True) as conn:
-        await create_tenant(conn, TENANT)
-    pool = create_pool(url, min_size=1, max_size=2)
-    await pool.open(wait=True)
-    sequencer = build_sequencer(pool, settings)
-    for start in range(0, events, 1000):
-        at = ingest.now()
-        batch = ingest.prepare([_event(i) for i in range(start, min(events, start + 1000))],
-                               TENANT, at)
-        async with pool.connection() as conn:
-            await ingest.write_inbox(conn, TENANT, batch, at)
-        await sequencer.sequence_tenant(TENANT)
-    await pool.close()
-
-
-async def _verify_seconds(url: str, settings: Settings, workers: int) -> float:
+async def _verify_seconds(url: str, settings: Settings, tenant: str, workers: int) -> float:
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
-        report = await verify_tenant(conn, TENANT, [load_signer(settings).verifier()],
-                                     origin=log_origin("bench.local", TENANT),
+        report = await verify_tenant(conn, tenant, [load_signer(settings).verifier()],
+                                     origin=log_origin(common.ORIGIN, tenant),
                                      database_url=url, workers=workers)
         seconds = time.perf_counter() - started
     assert report.ok, report.finding
     return seconds
 
 
-async def _baseline_seconds(url: str) -> float:
+async def _baseline_seconds(url: str, tenant: str) -> float:
     """SHA-256 of every event's bytes, read in seq order in binary, in one process."""
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
         await conn.execute("SET role trailseal_owner")
-        await conn.execute("SELECT set_config('trailseal.tenant', %s, false)", (TENANT,))
+        await conn.execute("SELECT set_config('trailseal.tenant', %s, false)", (tenant,))
         async with conn.transaction(), conn.cursor(name="baseline", binary=True) as cur:
             cur.itersize = 4096
             await cur.execute("SELECT canonical FROM trailseal.events WHERE tenant = %s"
-                              " ORDER BY seq", (TENANT,))
+                              " ORDER BY seq", (tenant,))
             async for (canonical,) in cur:
                 hashlib.sha256(b"\x00" + canonical).digest()
         return time.perf_counter() - started
 
 
-def _spread(events: int, seconds: list[float]) -> dict[str, float]:
-    rates = sorted(events / s for s in seconds)
-    return {"min": rates[0], "median": statistics.median(rates), "max": rates[-1]}
+def measure(env: common.Env, tenant: str) -> tuple[int, dict[str, list[float]]]:
+    """Events in the log, and events/s of each way, interleaved --repeat times (a smoke
+    run at a tiny size leaves out the worker processes, which verify would not start)."""
+    events = asyncio.run(common.log_size(env.url, tenant))
+    runs = {
+        "workers": lambda: asyncio.run(
+            _verify_seconds(env.url, env.settings, tenant, os.cpu_count() or 1)),
+        "in_process": lambda: asyncio.run(_verify_seconds(env.url, env.settings, tenant, 0)),
+        "sha256": lambda: asyncio.run(_baseline_seconds(env.url, tenant)),
+    }
+    if env.smoke and events < PARALLEL_FROM:
+        del runs["workers"]
+    seconds = common.interleaved(env.repeat, runs)
+    return events, {name: [events / s for s in runs] for name, runs in seconds.items()}
+
+
+def run(env: common.Env, size: int) -> dict[str, Any]:
+    """`trailseal verify` over a log of ``size`` events against SHA-256 of its bytes."""
+    events, rates = measure(env, env.log(size))
+    # The subject is what `trailseal verify` does by default at this size.
+    default, other = (("workers", "in_process") if events >= PARALLEL_FROM
+                      else ("in_process", "workers"))
+    subject = common.spread(rates[default])
+    sha = common.spread(rates["sha256"])
+    others = {"sha256": sha}
+    if other in rates:
+        others[f"verify, {other.replace('_', ' ')}"] = common.spread(rates[other])
+    return common.result(
+        NAME,
+        measures="events/s of verify_tenant (canonical check, leaf hashes, chain, tiles, "
+                 "every checkpoint's signature and root) as `trailseal verify` runs it: one "
+                 f"worker process per CPU from {PARALLEL_FROM:,} events, else in one process",
+        baseline="SHA-256 of the same canonical bytes, read in seq order in binary, "
+                 "in one process",
+        goal=f">= {GOAL:,} events/s",
+        reproduce=f"make bench ARGS='--only {NAME}'  (or: .venv/bin/python "
+                  f"bench/verify_rate.py --events {size})",
+        size=events, unit="events/s", subject=subject,
+        baselines=others,
+        mode=default.replace("_", " "),
+        ratio=subject["median"] / sha["median"], ratio_means="verify / SHA-256, medians",
+        met=subject["median"] >= GOAL,
+    )
 
 
 def main() -> None:
@@ -98,24 +116,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    workers = os.cpu_count() or 1
-    runs: dict[str, list[float]] = {"workers": [], "in_process": [], "sha256": []}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), log_origin="bench.local")
-        url = embedded.start(Path(tmp), database="trailseal")
-        migrate.migrate(url)
-        asyncio.run(populate(url, settings, args.events))
-        for _ in range(args.repeat):  # interleaved, so drifts in load touch all three
-            runs["workers"].append(asyncio.run(_verify_seconds(url, settings, workers)))
-            runs["in_process"].append(asyncio.run(_verify_seconds(url, settings, 0)))
-            runs["sha256"].append(asyncio.run(_baseline_seconds(url)))
-    result: dict[str, object] = {"events": args.events, "cpus": workers}
-    for name, seconds in runs.items():
-        result[f"{name}_events_per_second"] = _spread(args.events, seconds)
-    result["ratio_median_workers_to_sha256"] = (
-        statistics.median(runs["sha256"]) / statistics.median(runs["workers"])
-    )
-    print(json.dumps(result, indent=2))
+        env = common.start(Path(tmp), args.repeat)
+        try:
+            events, rates = measure(env, env.log(args.events))
+        finally:
+            env.close()
+    out: dict[str, object] = {"events": events, "cpus": os.cpu_count()}
+    for name, values in rates.items():
+        out[f"{name}_events_per_second"] = common.spread(values)
+    out["ratio_median_workers_to_sha256"] = (
+        common.spread(rates["workers"])["median"] / common.spread(rates["sha256"])["median"])
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,287 @@
+"""What the benchmarks share: an embedded PostgreSQL, a loader of N sequenced events, a
+`trailseal serve` subprocess on the same database, and the arithmetic of the figures.
+
+Every figure is a ratio against a baseline measured in the same run, on the same
+PostgreSQL, with the subject and the baseline interleaved `--repeat` times, because the
+machines these run on are shared and noisy. Run on its own, this module prints a
+description of the machine (what `bench/run.py` records with every result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from psycopg import AsyncConnection
+
+from trailseal import ingest
+from trailseal.ids import uuid7
+from trailseal.runtime import build_sequencer
+from trailseal.settings import Settings
+from trailseal.store import Role, create_pool, embedded, migrate, scoped
+from trailseal.tenants import create_key, create_tenant
+
+ORIGIN = "bench.local"
+LOAD_BATCH = 5000  # events per inbox write and per sequencer transaction while loading
+ACTIONS = [  # (action, weight, outcome): the shape of tests/test_query_plans.py
+    ("auth.login.succeeded", 30, "success"),
+    ("auth.login.failed", 6, "failure"),
+    ("auth.logout", 10, "success"),
+    ("user.role.updated", 6, "success"),
+    ("user.profile.updated", 8, "success"),
+    ("setting.updated", 4, "success"),
+    ("document.viewed", 25, "success"),
+    ("document.deleted", 3, "failure"),
+    ("data.export.created", 2, "success"),
+    ("data.export.downloaded", 2, "success"),
+    ("project.created", 4, "success"),
+]
+SETTINGS_NAMES = ["billing.plan", "sso.enforced", "mfa.required", "retention.days"]
+
+
+# -- the events --------------------------------------------------------------------------
+
+def events(
+    count: int, seed: int = 20260312, now: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """``count`` events of varied shape, as a producer posts them (about 450 bytes of JSON):
+    users, services and keys acting on users, documents, settings and exports, from
+    addresses of which one in 16 is in 203.0.113.0/24, over the last 120 days."""
+    rng = random.Random(seed)
+    at = now or datetime.now(UTC)
+    weights = [a[1] for a in ACTIONS]
+    for i in range(count):
+        action, _, outcome = rng.choices(ACTIONS, weights=weights)[0]
+        actor_type = rng.choices(["user", "service", "api_key", "system"], [70, 20, 6, 4])[0]
+        actor_id = f"{actor_type[:2]}_{rng.randrange(2000)}"
+        if action.startswith("setting."):
+            target = {"type": "setting", "id": rng.choice(SETTINGS_NAMES)}
+        elif action.startswith(("user.", "auth.")):
+            n = rng.randrange(5000)
+            target = {"type": "user", "id": f"u_{n}", "name": f"User {n:04d}"}
+        elif action.startswith("data.export"):
+            target = {"type": "export", "id": f"x_{rng.randrange(10**6)}"}
+        else:
+            n = rng.randrange(20000)
+            target = {"type": rng.choice(["document", "project"]), "id": f"d_{n}",
+                      "name": f"Doc {n:05d}"}
+        if rng.random() < 1 / 16:
+            ip = f"203.0.113.{rng.randrange(1, 255)}"
+        else:
+            ip = f"198.51.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        occurred = at - timedelta(seconds=rng.randrange(120 * 86400))
+        event: dict[str, Any] = {
+            "id": str(uuid7()),
+            "occurred_at": occurred.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "actor": {"type": actor_type, "id": actor_id, "name": f"Person {actor_id}"},
+            "action": action,
+            "target": target,
+            "outcome": {"status": outcome},
+            "context": {"ip": ip, "request_id": f"r_{i:012d}", "service": "web"},
+            "metadata": {"n": i, "note": "quarterly access review"},
+        }
+        if action.endswith("updated"):
+            event["changes"] = {"value": {"before": rng.randrange(9), "after": rng.randrange(9)}}
+        yield event
+
+
+# -- the figures -------------------------------------------------------------------------
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Min, median and max."""
+    ordered = sorted(values)
+    return {"min": ordered[0], "median": statistics.median(ordered), "max": ordered[-1]}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def interleaved(repeat: int, runs: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Each of ``runs`` once per round, ``repeat`` rounds, so drifts in the machine's load
+    touch all of them alike; returns each one's values."""
+    found: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, once in runs.items():
+            found[name].append(once())
+    return found
+
+
+def result(
+    name: str, *, measures: str, baseline: str, goal: str, reproduce: str, size: int,
+    unit: str, subject: dict[str, float], baselines: dict[str, dict[str, float]],
+    ratio: float | None, ratio_means: str, met: bool | None, **extra: Any,
+) -> dict[str, Any]:
+    """One benchmark's record: what it measures, against what, its goal and how to
+    reproduce it; the subject's and each baseline's min/median/max; the ratio of medians;
+    and the verdict (None: a figure reported, with no goal to meet)."""
+    verdict = "report" if met is None else ("met" if met else "NOT met")
+    return {"name": name, "measures": measures, "baseline": baseline, "goal": goal,
+            "reproduce": reproduce, "size": size, "unit": unit, "subject": subject,
+            "baselines": baselines, "ratio": ratio, "ratio_means": ratio_means,
+            "met": met, "verdict": verdict, **extra}
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were measured."""
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
+            "python": platform.python_version(), "load_average": list(os.getloadavg())}
+
+
+# -- the database and the loader ---------------------------------------------------------
+
+class Env:
+    """One embedded PostgreSQL for a whole run, with the logs loaded so far (by size),
+    and the `trailseal serve` subprocess once a benchmark asks for it."""
+
+    def __init__(self, tmp: Path, url: str, settings: Settings, repeat: int,
+                 smoke: bool = False) -> None:
+        self.tmp, self.url, self.settings = tmp, url, settings
+        self.repeat, self.smoke = repeat, smoke
+        self.loaded: dict[int, str] = {}
+        self.load_rates: dict[str, float] = {}
+        self.server: subprocess.Popen[str] | None = None
+        self.base_url = ""
+        self.tokens: dict[str, str] = {}
+
+    def log(self, size: int) -> str:
+        """The tenant holding a log of ``size`` sequenced events, loaded on first use."""
+        if size not in self.loaded:
+            tenant = f"log{size}"
+            self.load_rates[tenant] = load(self.url, self.settings, tenant, size)
+            self.loaded[size] = tenant
+        return self.loaded[size]
+
+    def token(self, tenant: str) -> str:
+        """A key of ``tenant`` with the ingest, read and export scopes."""
+        if tenant not in self.tokens:
+            self.tokens[tenant] = asyncio.run(_key(self.url, tenant))
+        return self.tokens[tenant]
+
+    def serve(self) -> str:
+        """The base URL of `trailseal serve` (with its sequencer) on this database."""
+        if self.server is None:
+            self.server, self.base_url = start_server(self.url, self.tmp)
+        return self.base_url
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(30)
+            self.server = None
+        embedded.stop(self.tmp)
+
+
+def start(tmp: Path, repeat: int, smoke: bool = False) -> Env:
+    """An embedded PostgreSQL in ``tmp``, migrated."""
+    settings = Settings(data_dir=tmp, log_origin=ORIGIN, sequencer_batch_size=LOAD_BATCH)
+    url = embedded.start(tmp, database="trailseal")
+    migrate.migrate(url)
+    return Env(tmp, url, settings, repeat, smoke)
+
+
+async def _key(url: str, tenant: str) -> str:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await create_tenant(conn, tenant)
+        key = await create_key(conn, tenant, ("ingest", "read", "export"), name="bench")
+    return key.token
+
+
+def load(url: str, settings: Settings, tenant: str, count: int,
+         raw: Iterable[dict[str, Any]] | None = None) -> float:
+    """Load ``count`` events (from ``raw``, or else ``events(count)``) into ``tenant``'s
+    log the fastest way that still makes real sequenced rows: validate and canonicalise
+    (ingest.prepare), write the inbox, sequence with the real sequencer, in batches of
+    LOAD_BATCH. Returns events/s."""
+    return asyncio.run(_load(url, settings, tenant, count, raw))
+
+
+async def _load(url: str, settings: Settings, tenant: str, count: int,
+                raw: Iterable[dict[str, Any]] | None) -> float:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await create_tenant(conn, tenant)
+    pool = create_pool(url, min_size=1, max_size=2)
+    await pool.open(wait=True)
+    source = iter(raw) if raw is not None else events(count)
+    started = time.perf_counter()
+    try:
+        sequencer = build_sequencer(pool, settings)
+        done = 0
+        while done < count:
+            chunk = [next(source) for _ in range(min(LOAD_BATCH, count - done))]
+            at = ingest.now()
+            prepared = ingest.prepare(chunk, tenant, at)
+            async with pool.connection() as conn:
+                await ingest.write_inbox(conn, tenant, prepared, at)
+            await sequencer.sequence_tenant(tenant)
+            done += len(chunk)
+        while await log_size(url, tenant) < count:  # another sequencer may hold the tenant
+            await sequencer.sequence_tenant(tenant)
+            await asyncio.sleep(0.05)
+    finally:
+        await pool.close()
+    return count / (time.perf_counter() - started)
+
+
+async def log_size(url: str, tenant: str) -> int:
+    """How many events ``tenant``'s log holds."""
+    async with (await AsyncConnection.connect(url, autocommit=True) as conn,
+                scoped(conn, Role.READER, tenant)):
+        cur = await conn.execute(
+            "SELECT coalesce(max(seq) + 1, 0) FROM trailseal.events WHERE tenant = %s",
+            (tenant,))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def start_server(url: str, tmp: Path) -> tuple[subprocess.Popen[str], str]:
+    """`trailseal serve` on ``url``, with the run's signing key and origin."""
+    port = 18000 + os.getpid() % 1000
+    env = {**os.environ, "TRAILSEAL_DATABASE_URL": url, "TRAILSEAL_LOG_ORIGIN": ORIGIN,
+           "TRAILSEAL_POOL_MAX_SIZE": "16"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trailseal", "serve", "--port", str(port),
+         "--data-dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("trailseal serve exited at start")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.terminate()
+    raise SystemExit("trailseal serve did not become healthy")
+
+
+def main() -> None:
+    print(json.dumps(machine(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Every benchmark still runs end to end: `bench/run.py --smoke` (tiny sizes, one round)
+produces each one's figures and a goal verdict. Speed is never asserted here; it lives in
+bench/ and docs/benchmarks.md.
+
+A baseline whose package is not installed (django-auditlog, pymerkle and matplotlib are
+in the bench extra, not the dev one) must be left out with its reason recorded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).parent.parent / "bench"
+NAMES = {"integrity", "storage", "verify", "export", "proofs", "questions", "record", "ingest"}
+OPTIONAL = {
+    "integrity": ("pymerkle", "pymerkle InmemoryTree.append_entry"),
+    "record": ("auditlog", "django-auditlog"),
+}
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def test_every_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--smoke", "--out", str(tmp_path),
+         "--img", str(tmp_path / "img")],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(Path(done.stdout.strip().splitlines()[-1]).read_text())
+    assert results["mode"] == "smoke"
+    assert results["machine"]["cpus"] >= 1
+    found = {b["name"]: b for b in results["benchmarks"]}
+    assert set(found) == NAMES
+    for name, bench in found.items():
+        assert "error" not in bench, (name, bench)
+        for text in ("measures", "baseline", "goal", "reproduce"):
+            assert bench[text], (name, text)
+        for figure in (bench["subject"], *bench["baselines"].values()):
+            assert figure["min"] <= figure["median"] <= figure["max"], (name, figure)
+        assert bench["verdict"] in {"met", "NOT met", "report"}
+        assert bench["met"] in {True, False, None}
+        assert bench["verdict"] == "report" or isinstance(bench["ratio"], float)
+    for name, (module, baseline) in OPTIONAL.items():
+        bench = found[name]
+        if _installed(module):
+            assert baseline in " ".join(bench["baselines"]), (name, bench["baselines"])
+        else:
+            assert bench["skipped_baselines"][baseline], (name, bench)
+    if _installed("matplotlib"):
+        assert {Path(p).name for p in results["plots"]} == {f"bench-{n}.png" for n in NAMES}
+    else:
+        assert "matplotlib" in results["plots_skipped"]
+    assert not found["storage"]["segment"]["measured"] or found["storage"]["segment"][
+        "bytes_per_event"] > 0
