@@ -14,7 +14,16 @@ named by seq and kind:
 - reordered   events sit at other seqs than the ones they were sequenced at;
 - truncated   events are missing at the end, though the log's own records count them;
 - rolled back the database is older than a checkpoint published outside it;
-- forked      the log's tree differs from a witnessed checkpoint of the same size.
+- forked      the log's tree differs from a witnessed checkpoint of the same size;
+- archive damaged  a segment file in the write-once store is missing, or differs from
+              its signed manifest or from the record of it (with ``archive``).
+
+Events that left PostgreSQL through retention (their month's partition was dropped, so
+each is in a verified segment: see ``trailseal.archive``) are not missing: without
+``archive`` the tree check takes their recorded leaf hashes, and the hash chain resumes
+from the segment's recorded last chain hash; with ``archive`` their rows are read from
+the segment files, after each file's SHA-256 and signed manifest are checked, and
+recomputed like any other.
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import AsyncConnection
 
+from trailseal.archive.segments import SegmentError, check_file, open_manifest
+from trailseal.archive.worm import ObjectMissing, WormError, WormStore
 from trailseal.integrity import GENESIS_CHAIN_HASH
 from trailseal.integrity import leaf_hash as compute_leaf_hash
 from trailseal.integrity.checkpoint import CheckpointError, open_checkpoint
@@ -65,6 +76,7 @@ class Kind(StrEnum):
     TRUNCATED = "truncated"
     ROLLED_BACK = "rolled back"
     FORKED = "forked"
+    ARCHIVE_DAMAGED = "archive damaged"
 
 
 @dataclass(frozen=True)
@@ -167,6 +179,28 @@ class _Run(NamedTuple):
     broken: int | None  # the first row whose seq is not start + its index
     found: int | None  # that row's seq
     done: Recomputed
+    archived: bool = False  # read from a segment file, or taken from the record
+
+
+class _Gone(NamedTuple):
+    """A segment whose events left PostgreSQL through retention."""
+
+    first: int
+    last: int
+    chain_last: bytes
+    key: str
+    manifest: str
+    sha256: bytes
+    expired: bool
+
+
+def _with_previous(raw: list[tuple[Any, ...]], start: int,
+                   previous: bytes | None) -> list[tuple[Any, ...]]:
+    """``raw`` with a stand-in for the row before ``start`` carrying ``previous`` (the
+    chain hash recorded for it), when that row left PostgreSQL."""
+    if previous is None or (raw and raw[0][0] == start - 1):
+        return raw
+    return [(start - 1, b"", b"", previous), *raw]
 
 
 def _recompute_run(start: int, raw: list[tuple[Any, ...]], recorded: bytes) -> _Run:
@@ -188,7 +222,7 @@ _worker_connection: psycopg.Connection[Any] | None = None
 
 
 def _read_run_elsewhere(url: str, tenant: str, start: int, end: int,
-                        edge_start: int, edge: bytes) -> _Run:
+                        edge_start: int, edge: bytes, previous: bytes | None = None) -> _Run:
     """One run read and recomputed in a worker process, on a connection of its own."""
     global _worker_connection
     if _worker_connection is None:
@@ -205,7 +239,8 @@ def _read_run_elsewhere(url: str, tenant: str, start: int, end: int,
         if start < min(end, edge_start):
             cur.execute(_TILES, (tenant, *_tile_span(start, min(end, edge_start))))
             tiles = cur.fetchall()
-    return _recompute_run(start, raw, _recorded(start, end, tiles, edge_start, edge))
+    return _recompute_run(start, _with_previous(raw, start, previous),
+                          _recorded(start, end, tiles, edge_start, edge))
 
 
 class _Runs:
@@ -214,8 +249,10 @@ class _Runs:
     connection), handed back in seq order."""
 
     def __init__(self, conn: AsyncConnection, tenant: str, expected: _Expected,
-                 database_url: str | None, workers: int | None, rows: int) -> None:
+                 database_url: str | None, workers: int | None, rows: int,
+                 gone: Sequence[_Gone] = (), archive: _ArchiveSource | None = None) -> None:
         self.conn, self.tenant, self.expected, self.url = conn, tenant, expected, database_url
+        self.gone, self.archive = list(gone), archive
         if workers is None:
             workers = (os.cpu_count() or 1) if rows >= _PARALLEL_FROM else 0
         self.pool = None
@@ -235,31 +272,131 @@ class _Runs:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
+    def _spans(self, start: int, end: int) -> list[tuple[int, int, bytes | None, _Gone | None]]:
+        """[start, end) cut into runs: of at most _RUN rows in PostgreSQL (with the chain
+        hash recorded before them when that row is gone), and whole gone segments."""
+        spans: list[tuple[int, int, bytes | None, _Gone | None]] = []
+        at, previous = start, None
+        for gone in self.gone:
+            if gone.last < at or gone.first >= end:
+                continue
+            for lo in range(at, max(at, gone.first), _RUN):
+                spans.append((lo, min(lo + _RUN, gone.first), previous, None))
+                previous = None
+            spans.append((max(at, gone.first), min(gone.last + 1, end), None, gone))
+            at, previous = gone.last + 1, gone.chain_last
+        for lo in range(at, end, _RUN):
+            spans.append((lo, min(lo + _RUN, end), previous, None))
+            previous = None
+        return spans
+
     async def over(self, start: int, end: int) -> AsyncIterator[_Run]:
-        starts = range(start, end, _RUN)
+        spans = self._spans(start, end)
         if self.pool is None or self.url is None:
-            for at in starts:
-                yield await self._read_run(at, min(at + _RUN, end))
+            for lo, hi, previous, gone in spans:
+                if gone is not None:
+                    yield await self._read_gone(lo, hi, gone)
+                else:
+                    yield await self._read_run(lo, hi, previous)
             return
         loop = asyncio.get_running_loop()
         pending: deque[asyncio.Future[_Run]] = deque()
-        queued = iter(starts)
+        queued = iter(spans)
         while True:
-            for at in queued:
+            for lo, hi, previous, gone in queued:
+                if gone is not None:
+                    while pending:  # in seq order: what was handed out comes first
+                        yield await pending.popleft()
+                    yield await self._read_gone(lo, hi, gone)
+                    continue
                 pending.append(loop.run_in_executor(
-                    self.pool, _read_run_elsewhere, self.url, self.tenant, at,
-                    min(at + _RUN, end), self.expected.edge_start, self.expected.edge))
+                    self.pool, _read_run_elsewhere, self.url, self.tenant, lo, hi,
+                    self.expected.edge_start, self.expected.edge, previous))
                 if len(pending) >= self.depth:
                     break
             if not pending:
                 return
             yield await pending.popleft()
 
-    async def _read_run(self, start: int, end: int) -> _Run:
+    async def _read_gone(self, start: int, end: int, gone: _Gone) -> _Run:
+        """A run of a segment whose events left PostgreSQL: read from its file when the
+        archive is at hand, otherwise the recorded leaves taken as they are."""
+        recorded = await self.expected.leaves(start, end - start)
+        rows = None
+        if self.archive is not None and not gone.expired:
+            rows = await self.archive.rows(gone)
+        if rows is None:
+            leaves = [recorded[i : i + 32] for i in range(0, len(recorded), 32)]
+            return _Run(start, len(leaves), start, None, None,
+                        Recomputed(leaves, None, None, {}), archived=True)
+        raw = [rows[0], *(r for r in rows[1:] if r[0] < end)]
+        return _recompute_run(start, raw, recorded)._replace(archived=True)
+
+    async def _read_run(self, start: int, end: int, previous: bytes | None = None) -> _Run:
         async with self.conn.cursor(binary=True) as cur:
             await cur.execute(_EVENTS, (self.tenant, max(start - 1, 0), end))
             raw = await cur.fetchall()
-        return _recompute_run(start, raw, await self.expected.leaves(start, end - start))
+        return _recompute_run(start, _with_previous(raw, start, previous),
+                              await self.expected.leaves(start, end - start))
+
+
+class _ArchiveSource:
+    """Segment files read from the write-once store for ``verify``, each checked against
+    its record and its signed manifest first; what is wrong with one is flagged."""
+
+    def __init__(self, store: WormStore, verifiers: Sequence[Verifier], report: Report) -> None:
+        self.store, self.verifiers, self.report = store, verifiers, report
+
+    async def check(self, gone: _Gone) -> list[tuple[Any, ...]] | None:
+        """The file's rows once it checks out (None, flagged, when it does not)."""
+        try:
+            data = await asyncio.to_thread(self.store.get, gone.key)
+        except ObjectMissing:
+            return self._damaged(gone, "the segment file is missing from the store")
+        except WormError as exc:
+            self.report.notes.append(f"segment {gone.first}-{gone.last} not read: {exc}")
+            return None
+        try:
+            manifest = open_manifest(gone.manifest, self.verifiers)
+            if (manifest.first_seq, manifest.last_seq, bytes.fromhex(manifest.sha256)) != (
+                    gone.first, gone.last, gone.sha256):
+                return self._damaged(gone, "the segment's record differs from its manifest")
+            rows = await asyncio.to_thread(check_file, data, manifest)
+        except (NoteError, SegmentError) as exc:
+            return self._damaged(gone, f"segment {gone.first}-{gone.last}: {exc}")
+        before = (gone.first - 1, b"", b"", bytes.fromhex(manifest.chain_before))
+        return [before, *rows]
+
+    async def rows(self, gone: _Gone) -> list[tuple[Any, ...]] | None:
+        return await self.check(gone)
+
+    def _damaged(self, gone: _Gone, detail: str) -> list[tuple[Any, ...]] | None:
+        """Flag the segment; there are no rows to read from it."""
+        self.report.flag(gone.first, Kind.ARCHIVE_DAMAGED, detail)
+        return None
+
+
+_SEGMENTS = """
+SELECT s.first_seq, s.last_seq, s.chain_last, s.object_key, s.manifest, s.file_sha256,
+       to_char(s.min_received_at AT TIME ZONE 'UTC', 'YYYY_MM'),
+       EXISTS (SELECT 1 FROM trailseal.segment_events v WHERE v.tenant = s.tenant
+               AND v.first_seq = s.first_seq AND v.kind = 'expired')
+FROM trailseal.segments s WHERE s.tenant = %s ORDER BY s.first_seq
+"""
+
+
+async def _segments(conn: AsyncConnection, tenant: str) -> tuple[list[_Gone], list[_Gone]]:
+    """The tenant's segments whose month's partition was dropped (their events left
+    PostgreSQL through retention), and the others."""
+    cur = await conn.execute(_SEGMENTS, (tenant,))
+    gone: list[_Gone] = []
+    hot: list[_Gone] = []
+    for first, last, chain, key, note, sha, month, expired in await cur.fetchall():
+        probe = await conn.execute("SELECT to_regclass(%s)", (f"trailseal.events_{month}",))
+        exists = await probe.fetchone()
+        segment = _Gone(first, last, bytes(chain), key, note, bytes(sha), expired)
+        (hot if exists and exists[0] is not None else gone).append(segment)
+    return gone, hot
 
 
 async def _classify(
@@ -292,8 +429,12 @@ async def verify_tenant(
     progress: Callable[[int], None] | None = None,
     database_url: str | None = None,
     workers: int | None = None,
+    archive: WormStore | None = None,
 ) -> Report:
     """Verify one tenant's log; ``conn`` must be allowed to act as the owner.
+
+    With ``archive`` (the write-once store), every segment file is checked against its
+    record and signed manifest, and events that left PostgreSQL are read from them.
 
     With ``database_url`` (the same database as ``conn``, also as an owner), a large log
     is read and recomputed by ``workers`` processes side by side (default: one per CPU
@@ -301,7 +442,7 @@ async def verify_tenant(
     report = Report(tenant)
     async with scoped(conn, Role.OWNER, tenant):
         await _verify(conn, tenant, verifiers, origin, witness, from_seq, progress,
-                      database_url, workers, report)
+                      database_url, workers, report, archive)
     return report
 
 
@@ -316,7 +457,15 @@ async def _verify(
     database_url: str | None,
     workers: int | None,
     report: Report,
+    archive: WormStore | None = None,
 ) -> None:
+    gone, hot = await _segments(conn, tenant)
+    source = None
+    if archive is not None:
+        source = _ArchiveSource(archive, verifiers, report)
+        for segment in hot:  # those still in PostgreSQL: the file is checked all the same
+            if not segment.expired:
+                await source.check(segment)
     cur = await conn.execute(
         "SELECT size, tree_size, edge FROM trailseal.log_heads WHERE tenant = %s", (tenant,)
     )
@@ -367,13 +516,18 @@ async def _verify(
     row = await cur.fetchone()
     end = max(row[0] + 1 if row and row[0] is not None else 0, head_size, latest)
     count = 0
-    async with _Runs(conn, tenant, expected, database_url, workers, end - tree.size) as runs:
+    async with _Runs(conn, tenant, expected, database_url, workers, end - tree.size,
+                     gone, source) as runs:
         async for run in runs.over(tree.size, end):
             bad = _take_run(run, tree, wanted_roots, roots, report)
             count = tree.size - from_seq
             if progress is not None:
                 progress(count)
-            if bad is not None:
+            if bad is not None and run.archived:
+                report.flag(run.start + bad, Kind.ALTERED,
+                            f"the archived event at seq {run.start + bad} differs from its "
+                            "record")
+            elif bad is not None:
                 cur = await conn.execute(
                     _EVENTS + " LIMIT %s", (tenant, run.start + bad, end + _WINDOW, _WINDOW + 1)
                 )

@@ -65,3 +65,36 @@ def archiver(store: WormStore, signer: Signer, clock: Clock, *, max_events: int 
 async def seal(url: str, worker: Archiver, tenant: str) -> int:
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         return await worker.seal_tenant(conn, tenant)
+
+
+def month_end(value: datetime) -> datetime:
+    """The first instant of the month after ``value``'s (UTC)."""
+    first = value.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first + timedelta(days=32)).replace(day=1)
+
+
+async def verify(url: str, signer: Signer, tenant: str, *, archive: WormStore | None = None,
+                 workers: int = 0) -> Any:
+    from trailseal.integrity.checkpoint import log_origin
+    from trailseal.verify import verify_tenant
+
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return await verify_tenant(conn, tenant, [signer.verifier()],
+                                   origin=log_origin(ORIGIN_HOST, tenant), database_url=url,
+                                   workers=workers, archive=archive)
+
+
+async def retention(url: str, store: WormStore, clock: Clock, preset: str = "soc2") -> Any:
+    from trailseal.archive.retention import run_retention
+
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return await run_retention(conn, store, clock(), default_preset=preset)
+
+
+async def sequence(url: str, signer: Signer, tenant: str) -> None:
+    pool = create_pool(url, min_size=1, max_size=2)
+    await pool.open(wait=True)
+    try:
+        await Sequencer(pool, signer, origin_host=ORIGIN_HOST).sequence_tenant(tenant)
+    finally:
+        await pool.close()

@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trailseal.archive.worm import WormStore
 from trailseal.bundle import check_bundle, export_bundle
 from trailseal.cli.common import DataDir, console, errors, fail, run_with_connection, settings
 from trailseal.errors import InvalidInput, TrailsealError
@@ -23,7 +24,7 @@ from trailseal.integrity.checkpoint import log_origin
 from trailseal.integrity.notes import NoteError, Verifier
 from trailseal.reading.export import Format, count_events, export_chunks
 from trailseal.reading.query import EventFilter
-from trailseal.runtime import load_signer, origin_host, resolve, witness
+from trailseal.runtime import archive_store, load_signer, origin_host, resolve, witness
 from trailseal.settings import Settings
 from trailseal.status import record_run
 from trailseal.store import Role, scoped
@@ -200,6 +201,9 @@ def verify(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant [default: all]")] = None,
     from_seq: Annotated[int, typer.Option("--from", min=0, help="Start at this seq")] = 0,
     key: Keys = None,
+    archive: Annotated[bool, typer.Option(
+        "--archive", help="Also check every segment file in the write-once store, and "
+        "recompute events that left PostgreSQL from them")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Recompute canonical bytes, leaf hashes, the chain, the tiles and every checkpoint
@@ -208,7 +212,9 @@ def verify(
     try:
         verifiers = _verifiers(values, key)
         target = resolve(values)
-        reports = asyncio.run(_run(target.database_url, values, verifiers, tenant, from_seq))
+        store = archive_store(values) if archive else None
+        reports = asyncio.run(_run(target.database_url, values, verifiers, tenant, from_seq,
+                                   store))
     except (TrailsealError, NoteError, psycopg.Error, OSError) as exc:
         errors.print(f"[red]could not verify:[/red] {exc}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
@@ -228,7 +234,8 @@ def verify(
 
 
 async def _run(
-    url: str, values: Settings, verifiers: list[Verifier], only: str | None, from_seq: int
+    url: str, values: Settings, verifiers: list[Verifier], only: str | None, from_seq: int,
+    store: WormStore | None = None,
 ) -> list[Report]:
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         tenants = [only] if only is not None else await list_tenants(conn)
@@ -242,7 +249,7 @@ async def _run(
                 reports.append(await verify_tenant(
                     conn, tenant, verifiers,
                     origin=log_origin(origin_host(values), tenant), witness=folder,
-                    from_seq=from_seq, database_url=url,
+                    from_seq=from_seq, database_url=url, archive=store,
                     progress=lambda n, task=task: bar.update(task, completed=n),  # type: ignore[misc]
                 ))
                 await _record(conn, reports[-1], from_seq)
