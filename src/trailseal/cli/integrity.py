@@ -24,6 +24,7 @@ from trailseal.integrity.checkpoint import log_origin
 from trailseal.integrity.notes import NoteError, Verifier
 from trailseal.reading.export import Format, count_events, export_chunks
 from trailseal.reading.query import EventFilter
+from trailseal.reading.warm import Warm
 from trailseal.runtime import archive_store, load_signer, origin_host, resolve, witness
 from trailseal.settings import Settings
 from trailseal.status import record_run
@@ -130,14 +131,18 @@ def export(
         raise fail("--format needs -o/--output FILE")
     flt = _filter(start, stop, action, actor_id, target_type, target_id, outcome)
     out, kind = output, fmt
+    values = settings(data_dir)
+    warm = Warm(archive_store(values), values.archive_cache_dir or values.data_dir
+                / "segment-cache")
     rows = run_with_connection(
-        settings(data_dir), lambda conn: _export_file(conn, tenant, flt, kind, out)
+        values, lambda conn: _export_file(conn, tenant, flt, kind, out, warm)
     )
     console.print(f"wrote {output}: {rows} event(s) of {tenant} as {fmt}")
 
 
 async def _export_file(
-    conn: AsyncConnection, tenant: str, flt: EventFilter, fmt: Format, out: Path
+    conn: AsyncConnection, tenant: str, flt: EventFilter, fmt: Format, out: Path,
+    warm: Warm | None = None,
 ) -> int:
     """Write the export to ``out`` (aside, then renamed into place) with a progress bar;
     returns the number of events."""
@@ -156,7 +161,8 @@ async def _export_file(
                     bar.update(task, completed=count)
 
             with open(partial, "wb") as handle:
-                async for chunk in export_chunks(conn, tenant, flt, fmt, on_row=advance):
+                async for chunk in export_chunks(conn, tenant, flt, fmt, on_row=advance,
+                                                 warm=warm):
                     handle.write(chunk)
             bar.update(task, completed=rows)
         os.replace(partial, out)

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from psycopg import AsyncConnection, sql
@@ -29,6 +29,9 @@ from pydantic import BaseModel
 from trailseal.model import EventV1
 from trailseal.reading.query import EventFilter, conditions, iter_events
 from trailseal.store import Role, scoped
+
+if TYPE_CHECKING:
+    from trailseal.reading.warm import Warm
 
 Format = Literal["csv", "ndjson", "json"]
 FORMATS: tuple[Format, ...] = ("csv", "ndjson", "json")
@@ -162,13 +165,14 @@ async def export_chunks(
     *,
     on_row: Callable[[int], None] | None = None,
     batch: int = 1000,
+    warm: Warm | None = None,
 ) -> AsyncIterator[bytes]:
     """The export of ``tenant``'s events matching ``flt``, oldest first by (occurred_at,
     seq), read in one snapshot ``batch`` rows at a time. Holds ``conn`` in one
     transaction until exhausted or closed."""
     async with scoped(conn, Role.READER, tenant):
-        async for chunk in render(iter_events(conn, tenant, flt, batch=batch), fmt,
-                                  on_row=on_row):
+        async for chunk in render(iter_events(conn, tenant, flt, batch=batch, warm=warm),
+                                  fmt, on_row=on_row):
             yield chunk
 
 

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from psycopg import AsyncConnection, sql
 
@@ -24,6 +24,9 @@ from trailseal.errors import FieldProblem, InvalidInput
 from trailseal.model import ACTION_PATTERN
 from trailseal.reading import cursor
 from trailseal.store import Role, scoped
+
+if TYPE_CHECKING:
+    from trailseal.reading.warm import Warm
 
 MAX_LIMIT = 1000
 MAX_ACTIONS = 50
@@ -264,6 +267,7 @@ async def query_events(
     cursor_key: bytes,
     after: str | None = None,
     order: Order = "desc",
+    warm: Warm | None = None,
 ) -> Page:
     """One page of ``tenant``'s events matching ``flt``: newest first by (occurred_at,
     seq), or oldest first with ``order="asc"``. ``after`` is the ``next_cursor`` of the
@@ -276,6 +280,12 @@ async def query_events(
     async with scoped(conn, Role.READER, tenant):
         cur = await conn.execute(statement, params)
         rows = await cur.fetchall()
+        if warm is not None:  # events that left PostgreSQL, from their segments
+            from trailseal.reading.warm import merge
+
+            found = await warm.rows(conn, tenant, flt, order=order, after=position,
+                                    limit=limit + 1)
+            rows = list(merge(rows, found, order))[: limit + 1]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -303,6 +313,7 @@ async def iter_events(
     *,
     order: Order = "asc",
     batch: int = 1000,
+    warm: Warm | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Every event of ``tenant`` matching ``flt``, in (occurred_at, seq) ``order``, as
     :func:`event_view` dicts, read ``batch`` rows at a time in constant memory.
@@ -311,7 +322,12 @@ async def iter_events(
     server-side cursor lives in that transaction, so consume the iterator before it
     ends (and one transaction sees one snapshot, so the events are consistent)."""
     statement, params = select_events(tenant, flt, order=order)
-    async for row in stream_rows(conn, statement, params, batch=batch):
+    rows = stream_rows(conn, statement, params, batch=batch)
+    if warm is not None:  # events that left PostgreSQL, from their segments
+        from trailseal.reading.warm import merge_async
+
+        rows = merge_async(rows, await warm.rows(conn, tenant, flt, order=order), order)
+    async for row in rows:
         yield event_view(row)
 
 

@@ -1,0 +1,185 @@
+"""Warm reads: events that left PostgreSQL through retention, read from their segment
+files with DuckDB, with the same filters and order as the hot rows, so the query API and
+exports answer over both tiers alike.
+
+A segment is warm when its month's partition was dropped and it has not expired. Those
+that overlap the asked time range (by their recorded occurred_at bounds) are fetched
+from the write-once store into a local cache (checked against their recorded SHA-256),
+and one DuckDB query over them applies the filters, the keyset position and the order.
+Rows come back in the shape of :func:`trailseal.reading.query.event_view`'s input, and
+:func:`merge` interleaves them with the hot rows by (occurred_at, seq). IP filters are
+applied in Python (DuckDB's inet type is an extension that may not be installed).
+Segments in a cold tier that needs a restore (S3 Glacier) are left out, and say so in
+the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from psycopg import AsyncConnection
+
+from trailseal.archive.worm import WormError, WormStore
+from trailseal.reading.query import EventFilter, Order, like_escape
+
+log = logging.getLogger(__name__)
+
+Row = tuple[Any, ...]  # seq, occurred_at, canonical, leaf_hash, chain_hash
+
+_WARM = """
+SELECT s.object_key, s.file_sha256 FROM trailseal.segments s
+WHERE s.tenant = %s
+  AND (%s::timestamptz IS NULL OR s.max_occurred_at >= %s)
+  AND (%s::timestamptz IS NULL OR s.min_occurred_at < %s)
+  AND to_regclass('trailseal.events_' || to_char(s.min_received_at AT TIME ZONE 'UTC',
+                  'YYYY_MM')) IS NULL
+  AND NOT EXISTS (SELECT 1 FROM trailseal.segment_events v WHERE v.tenant = s.tenant
+                  AND v.first_seq = s.first_seq AND v.kind = 'expired')
+ORDER BY s.first_seq
+"""
+
+
+class Warm:
+    """Reads warm segments of the store, through a local cache folder."""
+
+    def __init__(self, store: WormStore, cache_dir: Path) -> None:
+        self.store = store
+        self.cache_dir = cache_dir
+
+    async def segments(self, conn: AsyncConnection, tenant: str,
+                       flt: EventFilter) -> list[tuple[str, bytes]]:
+        """Key and SHA-256 of the warm segments that may hold matches (in a transaction
+        scoped to ``tenant``)."""
+        cur = await conn.execute(_WARM, (tenant, flt.since, flt.since, flt.until, flt.until))
+        return [(row[0], bytes(row[1])) for row in await cur.fetchall()]
+
+    def _local(self, key: str, sha256: bytes) -> Path | None:
+        path = self.cache_dir / key
+        if path.exists() and hashlib.sha256(path.read_bytes()).digest() == sha256:
+            return path
+        try:
+            data = self.store.get(key)
+        except WormError as exc:
+            log.warning("warm segment %s left out: %s", key, exc)
+            return None
+        if hashlib.sha256(data).digest() != sha256:
+            log.error("warm segment %s differs from its record; left out", key)
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+        return path
+
+    async def rows(self, conn: AsyncConnection, tenant: str, flt: EventFilter, *,
+                   order: Order, after: tuple[datetime, int] | None = None,
+                   limit: int | None = None) -> list[Row]:
+        """The warm rows matching ``flt`` in (occurred_at, seq) ``order`` from just past
+        ``after``, at most ``limit``."""
+        found = await self.segments(conn, tenant, flt)
+        if not found:
+            return []
+        paths = await asyncio.to_thread(
+            lambda: [p for p in (self._local(k, s) for k, s in found) if p is not None])
+        if not paths:
+            return []
+        return await asyncio.to_thread(_query, [str(p) for p in paths], flt, order, after,
+                                       limit)
+
+
+def _where(flt: EventFilter, order: Order,
+           after: tuple[datetime, int] | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    for column in ("actor_type", "actor_id", "target_type", "target_id", "outcome",
+                   "correlation_id", "request_id", "service"):
+        value = getattr(flt, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if flt.action:
+        parts = []
+        for action in flt.action:
+            if action.endswith("*"):
+                parts.append("starts_with(action, ?)")
+                params.append(action[:-1])
+            else:
+                parts.append("action = ?")
+                params.append(action)
+        where.append("(" + " OR ".join(parts) + ")")
+    elif not flt.include_meta:
+        where.append("NOT starts_with(action, 'audit.')")
+    if flt.q is not None:
+        pattern = "%" + like_escape(flt.q) + "%"
+        where.append("(" + " OR ".join(
+            f"{c} ILIKE ? ESCAPE '\\'" for c in
+            ("actor_id", "actor_name", "target_id", "target_name")) + ")")
+        params.extend([pattern] * 4)
+    if flt.since is not None:
+        where.append("occurred_at >= ?")
+        params.append(flt.since)
+    if flt.until is not None:
+        where.append("occurred_at < ?")
+        params.append(flt.until)
+    if after is not None:
+        where.append(f"(occurred_at, seq) {'<' if order == 'desc' else '>'} (?, ?)")
+        params.extend(after)
+    return where, params
+
+
+def _query(paths: list[str], flt: EventFilter, order: Order,
+           after: tuple[datetime, int] | None, limit: int | None) -> list[Row]:
+    where, params = _where(flt, order, after)
+    direction = "DESC" if order == "desc" else "ASC"
+    # ip is filtered below, in Python; a limit is applied after it.
+    statement = (
+        "SELECT seq, occurred_at, canonical, leaf_hash, chain_hash, ip"
+        " FROM read_parquet(?) WHERE " + (" AND ".join(where) or "true")
+        + f" ORDER BY occurred_at {direction}, seq {direction}"
+    )
+    if limit is not None and flt.ip is None:
+        statement += f" LIMIT {int(limit)}"
+    with duckdb.connect() as db:
+        db.execute("SET TimeZone = 'UTC'")
+        found = db.execute(statement, [paths, *params]).fetchall()
+    network = ipaddress.ip_network(flt.ip) if flt.ip is not None else None
+    rows = [row[:5] for row in found
+            if network is None or (row[5] is not None
+                                   and ipaddress.ip_address(row[5]) in network)]
+    return rows[:limit] if limit is not None else rows
+
+
+def _key(order: Order):  # type: ignore[no-untyped-def]
+    if order == "desc":
+        return lambda row: (-row[1].timestamp(), -row[0])
+    return lambda row: (row[1].timestamp(), row[0])
+
+
+def merge(hot: Iterable[Row], warm: Iterable[Row], order: Order) -> Iterator[Row]:
+    """Hot and warm rows, each already in ``order``, interleaved by (occurred_at, seq)."""
+    return heapq.merge(hot, warm, key=_key(order))
+
+
+async def merge_async(hot: AsyncIterator[Row], warm: list[Row],
+                      order: Order) -> AsyncIterator[Row]:
+    """As :func:`merge`, for hot rows streamed from a server-side cursor."""
+    key = _key(order)
+    waiting = iter(warm)
+    pending = next(waiting, None)
+    async for row in hot:
+        while pending is not None and key(pending) <= key(row):
+            yield pending
+            pending = next(waiting, None)
+        yield row
+    while pending is not None:
+        yield pending
+        pending = next(waiting, None)

@@ -1,0 +1,80 @@
+"""Warm reads: once events leave PostgreSQL, the query API's reader and exports read
+them from their segments with DuckDB, with the same filters, order and cursors."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+import pytest
+from psycopg import AsyncConnection
+
+from tests.archive.support import archiver, fill, month_end, retention, seal
+from tests.support import run
+from trailseal.reading.export import export_chunks
+from trailseal.reading.query import EventFilter, query_events
+from trailseal.reading.warm import Warm
+
+KEY = secrets.token_bytes(32)
+FILTERS = [
+    EventFilter(),
+    EventFilter(target_type="document", target_id="d_2"),
+    EventFilter(action=("user.*",)),
+    EventFilter(actor_id="u_1", outcome="success"),
+    EventFilter(ip="10.1.0.0/16"),
+    EventFilter(q="lic"),
+]
+
+
+async def _pages(url, flt, order, warm, limit=4):
+    found, cursor = [], None
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            page = await query_events(conn, "acme", flt, limit=limit, cursor_key=KEY,
+                                      after=cursor, order=order, warm=warm)
+            found += [(e["seq"], e["id"]) for e in page.events]
+            cursor = page.next_cursor
+            if cursor is None:
+                return found
+
+
+async def _export(url, warm):
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return b"".join([c async for c in export_chunks(conn, "acme", EventFilter(), "ndjson",
+                                                         warm=warm)])
+
+
+@pytest.fixture
+def moved(own_database, signer, store, clock, tmp_path):
+    """Twelve events, of which the first ten left PostgreSQL (their month was dropped)
+    and two arrived in a later month and are still hot; answers before the move."""
+    run(fill(own_database, signer, "acme", 5, clock(), target={"type": "document", "id": "d_1"},
+             context={"ip": "10.1.2.3"}))
+    run(fill(own_database, signer, "acme", 5, clock(), action="user.role.updated",
+             actor={"type": "user", "id": "u_1", "name": "Alice"},
+             target={"type": "document", "id": "d_2"}))
+    later = month_end(clock.now) + timedelta(days=100)
+    run(fill(own_database, signer, "acme", 2, later, target={"type": "document", "id": "d_2"},
+             context={"ip": "10.1.9.9"}))
+    run(seal(own_database, archiver(store, signer, clock, max_events=10), "acme"))
+    before = {(i, order): run(_pages(own_database, flt, order, None))
+              for i, flt in enumerate(FILTERS) for order in ("asc", "desc")}
+    exported = run(_export(own_database, None))
+    clock.now = later
+    report = run(retention(own_database, store, clock))
+    assert report.dropped
+    return before, exported, Warm(store, tmp_path / "cache")
+
+
+def test_queries_read_warm_segments_with_the_same_results(own_database, moved):
+    before, _, warm = moved
+    assert before[(0, "asc")] and len(before[(0, "asc")]) == 12
+    for (i, order), expected in before.items():
+        assert run(_pages(own_database, FILTERS[i], order, warm)) == expected, (FILTERS[i], order)
+        hot_only = run(_pages(own_database, FILTERS[i], order, None))
+        assert len(hot_only) < len(expected) or not expected
+
+
+def test_an_export_reads_warm_segments_with_the_same_bytes(own_database, moved):
+    _, exported, warm = moved
+    assert run(_export(own_database, warm)) == exported
