@@ -16,6 +16,7 @@ from trailseal.archive.archiver import Archiver
 from trailseal.archive.worm import LocalStore, WormStore
 from trailseal.errors import ConfigurationError
 from trailseal.integrity.notes import NoteError, Signer, generate_key
+from trailseal.leases import Leases
 from trailseal.sequencer import Sequencer
 from trailseal.settings import Settings
 from trailseal.store import embedded, migrate
@@ -108,6 +109,7 @@ def build_sequencer(pool: AsyncConnectionPool, settings: Settings) -> Sequencer:
         witness=witness(settings),
         batch_size=settings.sequencer_batch_size,
         idle_seconds=settings.sequencer_idle_seconds,
+        leases=Leases(pool, settings.sequencer_lease_seconds),
     )
 
 

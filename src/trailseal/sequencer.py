@@ -11,12 +11,16 @@ also update their source's record in ``sources`` (see ``trailseal.gaps``), in th
 transaction; events without a source cost nothing there. Only seq numbers, hashes and
 source numbers travel between Python and PostgreSQL; the event bodies never leave the
 server. After the commit the checkpoint is handed to the witness, outside the database.
+
+With ``leases`` (``trailseal.leases``) a running sequencer sequences only the tenants it
+holds a lease on, renewing them between batches; the locks above still guard every batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +34,7 @@ from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
 from trailseal.integrity.checkpoint import Checkpoint, log_origin, sign_checkpoint
 from trailseal.integrity.notes import Signer
 from trailseal.integrity.tiles import FullTile, TreeState
+from trailseal.leases import Leases
 from trailseal.store import Role, scoped
 from trailseal.witness import Witness
 
@@ -118,6 +123,7 @@ class Sequencer:
         witness: Witness | None = None,
         batch_size: int = 1000,
         idle_seconds: float = 0.2,
+        leases: Leases | None = None,
     ) -> None:
         self.pool = pool
         self.signer = signer
@@ -125,6 +131,8 @@ class Sequencer:
         self.witness = witness
         self.batch_size = batch_size
         self.idle_seconds = idle_seconds
+        self.leases = leases
+        self.sequenced = 0  # events, since start: the ingest-to-log rate of /metrics
         self.wake = asyncio.Event()
         self._months: set[tuple[int, int]] = set()
         self._key_published = False
@@ -166,21 +174,45 @@ class Sequencer:
         return total
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sweep until ``stop`` is set, waking early when ``wake`` is set."""
-        while not stop.is_set():
-            try:
-                done = await self.run_once()
-            except Exception:
-                log.exception("sequencer sweep failed; retrying")
-                done = 0
-            if done == 0:
-                self.wake.clear()
-                waiters = [asyncio.create_task(e.wait()) for e in (self.wake, stop)]
-                await asyncio.wait(
-                    waiters, timeout=self.idle_seconds, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in waiters:
-                    waiter.cancel()
+        """Sweep until ``stop`` is set, waking early when ``wake`` is set. With leases,
+        each sweep first renews and rebalances them; at the end they are given back."""
+        try:
+            while not stop.is_set():
+                try:
+                    done = await (self.run_once() if self.leases is None
+                                  else self._leased_sweep(self.leases))
+                except Exception:
+                    log.exception("sequencer sweep failed; retrying")
+                    done = 0
+                if done == 0:
+                    self.wake.clear()
+                    waiters = [asyncio.create_task(e.wait()) for e in (self.wake, stop)]
+                    await asyncio.wait(
+                        waiters, timeout=self.idle_seconds, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for waiter in waiters:
+                        waiter.cancel()
+        finally:
+            if self.leases is not None:
+                try:
+                    await self.leases.release()
+                except Exception:
+                    log.exception("could not give the sequencer leases back; they expire")
+
+    async def _leased_sweep(self, leases: Leases) -> int:
+        """Sequence the held tenants with pending events; stop early to renew in time."""
+        held = await leases.refresh()
+        renew_by = time.monotonic() + leases.duration.total_seconds() / 3
+        total = 0
+        for tenant in await self.pending_tenants():
+            if tenant not in held:
+                continue
+            while time.monotonic() < renew_by:
+                batch = await self.sequence_batch(tenant)
+                if batch is None or batch.count == 0:
+                    break
+                total += batch.count
+        return total
 
     async def sequence_batch(self, tenant: str) -> Batch | None:
         """Sequence one batch for ``tenant``. None: another sequencer holds the tenant."""
@@ -192,6 +224,8 @@ class Sequencer:
             except _MissingPartitions as missing:
                 await self._create_partitions(conn, missing.at)
                 batch = await self._sequence_batch(conn, tenant)
+        if batch is not None:
+            self.sequenced += batch.count
         if batch is not None and batch.checkpoint is not None and self.witness is not None:
             await self.witness.publish(tenant, batch.first_seq + batch.count, batch.checkpoint)
         return batch

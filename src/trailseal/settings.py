@@ -109,3 +109,31 @@ class Settings(BaseSettings):
         description="The service is reached through a reverse proxy that terminates TLS "
         "and sets X-Forwarded-Proto: trust that header to mark console cookies Secure.",
     )
+    sequencer_lease_seconds: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="How long a sequencer's lease on a tenant lasts unless renewed: the "
+        "longest a killed sequencer's tenants wait before another takes them.",
+    )
+    alert_inbox_age_seconds: float = Field(
+        default=60.0, ge=0,
+        description="Alert sequencer_stalled when an accepted event waits in the inbox "
+        "longer than this.",
+    )
+    alert_checkpoint_age_seconds: float = Field(
+        default=300.0, ge=0,
+        description="Alert checkpoint_stale when a tenant has events waiting and its "
+        "newest checkpoint is older than this.",
+    )
+    metrics_tenant_labels: bool = Field(
+        default=False,
+        description="Give /metrics per-tenant series (labelled with tenant names); off, "
+        "only totals over all tenants.",
+    )
+    metrics_cache_seconds: float = Field(
+        default=5.0, ge=0,
+        description="How long /metrics and /readyz reuse one reading of the log's health.",
+    )
+    log_json: bool = Field(
+        default=False,
+        description="serve writes its logs as one JSON object per line, with request ids.",
+    )

@@ -71,12 +71,14 @@ class Witness:
         self.folder = folder
         self.url = url
         self.failures = 0
+        self.failing = False  # the last publish failed somewhere: an alert on /readyz
 
     async def publish(self, tenant: str, size: int, note: str) -> None:
         """Write the checkpoint to the folder and POST it to the URL; failures are logged
         and counted, never raised: the events are already committed, and the next
         checkpoint covers them too."""
         data = note.encode()
+        failures = self.failures
         if self.folder is not None:
             try:
                 await asyncio.to_thread(self.folder.put, checkpoint_name(tenant, size), data)
@@ -93,6 +95,7 @@ class Witness:
             except httpx.HTTPError:
                 self.failures += 1
                 log.exception("witness %s refused the checkpoint of %s", self.url, tenant)
+        self.failing = self.failures > failures
 
 
 def witnessed(folder: WormFolder, tenant: str) -> list[tuple[int, str]]:

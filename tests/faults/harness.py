@@ -38,6 +38,7 @@ PRODUCER = REPO / "tests" / "client" / "producer.py"
 OUTBOX_PRODUCER = REPO / "tests" / "faults" / "outbox_producer.py"
 ORIGIN_HOST = "faults.test"
 TENANT = "faults"
+LEASE_SECONDS = 2.0  # a killed sequencer's tenant is taken over within this
 
 
 def _pg(pgdata: Path):  # type: ignore[no-untyped-def]
@@ -84,6 +85,7 @@ class Cluster:
             "TRAILSEAL_SIGNING_KEY_FILE": str(self.key_file),
             "TRAILSEAL_LOG_ORIGIN": ORIGIN_HOST,
             "TRAILSEAL_SEQUENCER_IDLE_SECONDS": "0.05",
+            "TRAILSEAL_SEQUENCER_LEASE_SECONDS": str(LEASE_SECONDS),
         })
         return env
 

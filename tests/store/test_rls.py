@@ -34,7 +34,7 @@ from trailseal.tenants import create_key, revoke_key
 TENANT_TABLES = (
     "tenants", "api_keys", "event_ids", "inbox", "events", "log_heads", "tiles", "checkpoints",
     "sources", "verify_runs", "segments", "segment_events", "retention_policies",
-    "legal_holds", "legal_hold_releases",
+    "legal_holds", "legal_hold_releases", "sequencer_leases",
 )
 
 # Exactly what each runtime role is granted; anything more is a leak waiting to happen.
@@ -49,6 +49,8 @@ GRANTS = {
         "checkpoints": {"SELECT", "INSERT"},
         "log_keys": {"SELECT", "INSERT"},
         "sources": {"SELECT", "INSERT", "UPDATE"},
+        "sequencer_leases": {"SELECT", "INSERT", "UPDATE"},
+        "sequencer_members": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     },
     READER: {
         "tenants": {"SELECT"},
@@ -66,6 +68,8 @@ GRANTS = {
         "retention_policies": {"SELECT"},
         "legal_holds": {"SELECT"},
         "legal_hold_releases": {"SELECT"},
+        "sequencer_leases": {"SELECT"},
+        "sequencer_members": {"SELECT"},
     },
     ARCHIVER: {
         "tenants": {"SELECT"},
@@ -84,6 +88,7 @@ FUNCTION_GRANTS = {
     "create_events_partition": {SEQUENCER},
     "pending_tenants": {SEQUENCER},
     "drop_events_partition": {ARCHIVER},
+    "log_health": {READER, SEQUENCER},
 }
 
 _EMPTY_JSON = "convert_to('{}', 'UTF8')"
@@ -175,8 +180,10 @@ def test_every_table_is_a_tenant_table_or_known_to_be_global(su: psycopg.Connect
             " AND relkind IN ('r', 'p', 'v', 'm', 'f')",
         )
     }
-    # log_keys holds public verifier keys, shared by every tenant.
-    assert tables - set(_tenant_tables(su)) == {"schema_migrations", "log_keys"}
+    # log_keys holds public verifier keys, shared by every tenant; sequencer_members the
+    # heartbeats of sequencer processes, which serve every tenant.
+    assert tables - set(_tenant_tables(su)) == {
+        "schema_migrations", "log_keys", "sequencer_members"}
 
 
 def test_every_tenant_table_has_policies_naming_the_tenant(su: psycopg.Connection) -> None:

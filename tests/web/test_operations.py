@@ -5,7 +5,12 @@ def test_healthz_and_readyz(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "schema": "ok"}}
+    body = ready.json()
+    assert body["checks"] == {"database": "ok", "schema": "ok"}
+    # Other tests of this session tamper with logs, so verify_failed may hold here.
+    assert set(body["alerts"]) == {"sequencer_stalled", "checkpoint_stale",
+                                   "witness_unreachable", "verify_failed"}
+    assert body["status"] == ("degraded" if any(body["alerts"].values()) else "ready")
 
 
 def test_openapi_describes_the_api(client):

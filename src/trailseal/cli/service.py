@@ -20,6 +20,7 @@ from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import check
 from trailseal.web.app import create_app
+from trailseal.web.logs import json_log_config
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +50,9 @@ def serve(
     except (TrailsealError, psycopg.Error) as exc:
         raise fail(str(exc)) from None
     app = create_app(values, target.database_url, target.cursor_key)
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+    log_config = json_log_config() if values.log_json else uvicorn.config.LOGGING_CONFIG
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False,
+                log_config=log_config)
 
 
 async def _seed(url: str):  # type: ignore[no-untyped-def]

@@ -12,12 +12,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from trailseal import __version__, ingest
+from trailseal.alerts import HealthReader
 from trailseal.model import EventV1
 from trailseal.runtime import build_archiver, build_sequencer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
-from trailseal.web import events, export, health, log, sources, stream, targets, ui
+from trailseal.web import events, export, health, log, metrics, sources, stream, targets, ui
+from trailseal.web.logs import RequestIdMiddleware
 from trailseal.web.meta import MetaAudit, MetaAuditMiddleware
 from trailseal.web.problems import HANDLERS
 
@@ -41,6 +43,7 @@ def create_app(
         )
         await pool.open(wait=True)
         app.state.pool = pool
+        app.state.metrics.open(HealthReader(pool, settings.metrics_cache_seconds), app.state)
         stop = asyncio.Event()
         task = None
         if settings.run_sequencer:
@@ -77,8 +80,11 @@ def create_app(
     app.state.sequencer = None
     app.state.schema_version = len(available())
     app.state.meta_audit = meta_audit
+    app.state.metrics = metrics.Metrics(settings)
     app.add_middleware(MetaAuditMiddleware, recorder=meta_audit)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(events.router)
     app.include_router(log.router)
     app.include_router(sources.router)

@@ -126,6 +126,7 @@ async def post_events(
     prepared = ingest.prepare(raw_events, who.tenant, received_at)
     async with request.app.state.pool.connection() as conn:
         result = await ingest.write_inbox(conn, who.tenant, prepared, received_at)
+    request.app.state.metrics.ingested.inc(len(result.accepted))
     sequencer = request.app.state.sequencer
     if sequencer is not None and result.accepted:
         sequencer.wake.set()

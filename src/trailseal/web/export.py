@@ -66,6 +66,7 @@ async def export_events(
     the read fails midway the connection is cut, so a download that ends early is never
     mistaken for a complete one (a complete JSON export ends with `]`)."""
     note = note_read(request, who, EXPORTED, {**flt.asked(), "format": format})
+    request.app.state.metrics.exports.labels(format).inc()
 
     def counted(rows: int) -> None:
         note.count = rows
