@@ -40,7 +40,7 @@ def render(results: dict[str, Any], img: Path) -> list[str]:
         medians = [series[n]["median"] for n in names]
         low = [series[n]["median"] - series[n]["min"] for n in names]
         high = [series[n]["max"] - series[n]["median"] for n in names]
-        figure, axes = pyplot.subplots(figsize=(7, 0.6 * len(names) + 1.6))
+        figure, axes = pyplot.subplots(figsize=(7.5, 0.6 * len(names) + 1.9))
         colours = ["#2b6cb0"] + ["#a0aec0"] * (len(names) - 1)
         axes.barh(range(len(names)), medians, xerr=[low, high], color=colours, capsize=4)
         axes.set_yticks(range(len(names)), [_wrap(n) for n in names])
@@ -49,7 +49,8 @@ def render(results: dict[str, Any], img: Path) -> list[str]:
             axes.set_xscale("log")
         axes.set_xlabel(f"{bench['unit']} (median; whiskers min to max, "
                         f"{results['repeat']} runs)")
-        axes.set_title(f"{bench['name']}: {bench['goal']} — {bench['verdict']}", fontsize=10)
+        axes.set_title(f"{bench['name']}: {bench['verdict']}\ngoal: {_wrap(bench['goal'], 80)}",
+                       fontsize=9)
         figure.tight_layout()
         path = img / f"bench-{bench['name']}.png"
         figure.savefig(path, dpi=100)
