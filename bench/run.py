@@ -86,7 +86,7 @@ def run(mode: str, only: str | None, repeat: int, out: Path, img: Path) -> dict[
     results["load_average_after"] = common.machine()["load_average"]
     reason = plots.missing()
     if reason is None:
-        results["plots"] = plots.render(results, img)
+        results["plots"] = [_shown(p) for p in plots.render(results, img)]
     else:
         results["plots_skipped"] = reason
     out.mkdir(parents=True, exist_ok=True)
@@ -94,6 +94,12 @@ def run(mode: str, only: str | None, repeat: int, out: Path, img: Path) -> dict[
     path.write_text(json.dumps(results, indent=2) + "\n")
     results["written"] = str(path)
     return results
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the checkout when it lies inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
 
 
 def _summary(found: dict[str, Any]) -> str:
