@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from trailseal.cli import admin, archive, brokers, forward, integrity, pipeline, service
+from trailseal.cli import (
+    admin,
+    archive,
+    brokers,
+    forward,
+    integrity,
+    pipeline,
+    selfaudit,
+    service,
+)
 
 app = typer.Typer(
     name="trailseal",
@@ -19,6 +28,7 @@ pipeline.register(app)
 brokers.register(app)
 forward.register(app)
 archive.register(app)
+selfaudit.register(app)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from trailseal.errors import ConfigurationError, TrailsealError
 from trailseal.pipeline.brokers import broker_transport
 from trailseal.pipeline.capture import install_capture
 from trailseal.pipeline.outbox import TABLE, install_outbox, outbox_exists
-from trailseal.pipeline.relay import HttpTransport, Relay
+from trailseal.pipeline.relay import KEEP_DAYS, HttpTransport, Relay
 from trailseal.pipeline.transport import Transport, TransportError
 
 T = TypeVar("T")
@@ -124,12 +124,16 @@ def relay_command(
     subject: Annotated[
         str | None, typer.Option("--subject", help="With --broker: NATS subject")
     ] = None,
+    keep_days: Annotated[int, typer.Option(
+        "--keep-days", min=0,
+        help="Keep delivered events this many days in trailseal_outbox_history for "
+        "`trailseal selfaudit` (0: keep none)")] = KEEP_DAYS,
 ) -> None:
     """Forward the outbox to the service, or to a broker that `trailseal consume` reads.
     Several relays may run at once; SIGTERM or SIGINT stops one cleanly after its current
     batch."""
     transport = _transport(url, token, broker, tenant=tenant, queue=queue, subject=subject)
-    relay = Relay(dsn, transport, batch_size=batch_size, schema=schema)
+    relay = Relay(dsn, transport, batch_size=batch_size, schema=schema, keep_days=keep_days)
     try:
         # A wrong DSN or a missing outbox fails now, not in the retry loop.
         if not outbox_exists(relay.connect(), schema):

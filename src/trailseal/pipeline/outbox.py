@@ -17,6 +17,17 @@ The table, in a schema of the user's choice (default ``public``)::
     dead_at     when the service refused the event for good (422): such rows are kept,
                 out of the relay's way, for a person to read; never deleted silently
 
+and ``trailseal_outbox_history``: the rows the relay delivered, moved there in the
+transaction that deletes them from the outbox (``DELETE ... RETURNING`` into an INSERT)
+and kept for a bounded time (the relay's ``keep_days``), so ``trailseal selfaudit`` can
+sample what the producer sent and look for each event in the log::
+
+    id            bigint identity
+    outbox_id     the row's id in the outbox
+    event         jsonb, the event as it was shipped
+    created_at    when the outbox row was written
+    delivered_at  when the relay deleted it, the service having taken it
+
 Next to it, ``trailseal_uuid7(timestamptz)``: a UUIDv7 built in SQL, for PostgreSQL 15
 and later (18 has ``uuidv7()``; earlier versions have nothing). It takes the 48-bit Unix
 milliseconds of its argument and 74 random bits of ``gen_random_uuid()``, whose version
@@ -29,6 +40,7 @@ import psycopg
 from psycopg import sql
 
 TABLE = "trailseal_outbox"
+HISTORY = "trailseal_outbox_history"
 UUID7 = "trailseal_uuid7"
 _LOCK = "trailseal.outbox.install"
 
@@ -47,6 +59,16 @@ CREATE TABLE IF NOT EXISTS {table} (
 -- The relay's queue: rows still to ship, in id order. Dead rows stay out of it, so a
 -- pile of them at the front never slows the scan.
 CREATE INDEX IF NOT EXISTS {pending} ON {table} (id) WHERE dead_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS {history} (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    outbox_id     bigint NOT NULL,
+    event         jsonb NOT NULL,
+    created_at    timestamptz NOT NULL,
+    delivered_at  timestamptz NOT NULL DEFAULT now()
+);
+-- Both the relay's pruning and the self-audit's window read by delivery time.
+CREATE INDEX IF NOT EXISTS {delivered} ON {history} (delivered_at);
 
 CREATE OR REPLACE FUNCTION {uuid7}(p_at timestamptz DEFAULT clock_timestamp())
     RETURNS uuid
@@ -70,19 +92,27 @@ def outbox_table(schema: str = "public") -> sql.Composable:
     return sql.Identifier(schema, TABLE)
 
 
+def history_table(schema: str = "public") -> sql.Composable:
+    """The qualified name of the outbox's delivery history in ``schema``."""
+    return sql.Identifier(schema, HISTORY)
+
+
 def uuid7_function(schema: str = "public") -> sql.Composable:
     """The qualified name of the UUIDv7 function installed with the outbox."""
     return sql.Identifier(schema, UUID7)
 
 
 def install_outbox(conn: psycopg.Connection, schema: str = "public") -> None:
-    """Create the outbox table, its index and the UUIDv7 function in ``schema`` (created
-    too, if missing). Idempotent, and safe to run from several processes at once; runs in
-    a transaction of its own, or in a savepoint of the caller's."""
+    """Create the outbox table, its index, its delivery history and the UUIDv7 function
+    in ``schema`` (created too, if missing). Idempotent, and safe to run from several
+    processes at once; runs in a transaction of its own, or in a savepoint of the
+    caller's."""
     statement = sql.SQL(_DDL).format(
         schema=sql.Identifier(schema),
         table=outbox_table(schema),
         pending=sql.Identifier(f"{TABLE}_pending"),
+        history=history_table(schema),
+        delivered=sql.Identifier(f"{HISTORY}_delivered"),
         uuid7=uuid7_function(schema),
     )
     with conn.transaction():
@@ -90,12 +120,22 @@ def install_outbox(conn: psycopg.Connection, schema: str = "public") -> None:
         conn.execute(statement)
 
 
-def outbox_exists(conn: psycopg.Connection, schema: str = "public") -> bool:
-    """Whether ``schema`` holds an outbox table."""
+def _table_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'r')",
-        (schema, TABLE),
+        (schema, name),
     ).fetchone()
     return bool(row and row[0])
+
+
+def outbox_exists(conn: psycopg.Connection, schema: str = "public") -> bool:
+    """Whether ``schema`` holds an outbox table."""
+    return _table_exists(conn, schema, TABLE)
+
+
+def history_exists(conn: psycopg.Connection, schema: str = "public") -> bool:
+    """Whether ``schema`` holds the outbox's delivery history (outboxes installed before
+    it existed gain it when ``install_outbox`` runs again)."""
+    return _table_exists(conn, schema, HISTORY)

@@ -5,8 +5,14 @@ Each batch is one transaction on the producer's database::
     SELECT id, event FROM trailseal_outbox WHERE dead_at IS NULL
         ORDER BY id LIMIT n FOR UPDATE SKIP LOCKED
     -- send through the transport; it returns once the batch is taken
-    DELETE the delivered rows; mark the refused ones dead (dead_at, last_error)
+    DELETE the delivered rows, moving them into trailseal_outbox_history;
+    mark the refused ones dead (dead_at, last_error)
     COMMIT
+
+The history keeps each delivered event for ``keep_days`` (rows older are pruned in the
+same transaction), so ``trailseal selfaudit`` can check the log against what was sent.
+With ``keep_days=0``, or an outbox installed before the history existed, delivered rows
+are only deleted.
 
 ``SKIP LOCKED`` lets several relays run at once, each with rows no other holds. There is
 no high-water mark: every pass starts again from the lowest id still there, so a row
@@ -34,12 +40,13 @@ from psycopg import sql
 
 from trailseal.client.sender import BACKOFF_BASE, BACKOFF_CAP, MAX_BATCH_BYTES, _retry_after
 from trailseal.ingest import MAX_BATCH_EVENTS
-from trailseal.pipeline.outbox import outbox_table
+from trailseal.pipeline.outbox import history_exists, history_table, outbox_table
 from trailseal.pipeline.transport import Delivered, Transport, TransportError
 
 log = logging.getLogger("trailseal.relay")
 
 MAX_ERROR_TEXT = 2000
+KEEP_DAYS = 30
 
 
 class HttpTransport:
@@ -157,10 +164,16 @@ class Relay:
         schema: str = "public",
         *,
         poll_interval: float = 0.5,
+        keep_days: int = KEEP_DAYS,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if keep_days < 0:
+            raise ValueError("keep_days must be 0 or more")
         self.dsn = dsn
+        self.schema = schema
+        self.keep_days = keep_days
+        self.keeps_history = False
         self.transport = transport
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -172,6 +185,16 @@ class Relay:
             " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
         ).format(table)
         self._delete = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(table)
+        history = history_table(schema)
+        self._move = sql.SQL(
+            "WITH gone AS (DELETE FROM {table} WHERE id = ANY(%s)"
+            " RETURNING id, event, created_at)"
+            " INSERT INTO {history} (outbox_id, event, created_at)"
+            " SELECT id, event, created_at FROM gone ORDER BY id"
+        ).format(table=table, history=history)
+        self._prune = sql.SQL(
+            "DELETE FROM {} WHERE delivered_at < now() - make_interval(days => %s)"
+        ).format(history)
         self._bury = sql.SQL(
             "UPDATE {} o SET dead_at = now(), last_error = d.reason, attempts = attempts + 1"
             " FROM unnest(%s::bigint[], %s::text[]) AS d(id, reason) WHERE o.id = d.id"
@@ -187,6 +210,11 @@ class Relay:
         if self.conn is None or self.conn.closed:
             self.conn = psycopg.connect(self.dsn, autocommit=True,
                                         application_name="trailseal-relay")
+            self.keeps_history = self.keep_days > 0 and history_exists(self.conn, self.schema)
+            if self.keep_days > 0 and not self.keeps_history:
+                log.warning("trailseal relay: no %s.trailseal_outbox_history (run `trailseal "
+                            "outbox install` again); delivered rows are not kept for "
+                            "selfaudit", self.schema)
         return self.conn
 
     def run_once(self) -> int:
@@ -207,7 +235,10 @@ class Relay:
                 outcome = self.transport.send([row[1].encode() for row in rows])
                 dead = {ids[i]: reason for i, reason in outcome.rejected.items()}
                 delivered = [i for i in ids if i not in dead]
-                if delivered:
+                if delivered and self.keeps_history:
+                    conn.execute(self._move, (delivered,))
+                    conn.execute(self._prune, (self.keep_days,))
+                elif delivered:
                     conn.execute(self._delete, (delivered,))
                 if dead:
                     conn.execute(self._bury, (list(dead), list(dead.values())))
