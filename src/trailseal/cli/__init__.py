@@ -11,6 +11,7 @@ from trailseal.cli import (
     forward,
     integrity,
     pipeline,
+    runbook,
     selfaudit,
     service,
 )
@@ -29,6 +30,7 @@ brokers.register(app)
 forward.register(app)
 archive.register(app)
 selfaudit.register(app)
+runbook.register(app)
 
 
 def main() -> None:
