@@ -17,6 +17,7 @@ from trailseal.archive.worm import LocalStore, WormStore
 from trailseal.errors import ConfigurationError
 from trailseal.integrity.notes import NoteError, Signer, generate_key
 from trailseal.leases import Leases
+from trailseal.reading.warm import Warm
 from trailseal.sequencer import Sequencer
 from trailseal.settings import Settings
 from trailseal.store import embedded, migrate
@@ -132,6 +133,12 @@ def archive_store(settings: Settings) -> WormStore:
         return store
     raise ConfigurationError(
         f"TRAILSEAL_ARCHIVE_URL must be file:///path or s3://bucket/prefix, not {url!r}")
+
+
+def build_warm(settings: Settings) -> Warm:
+    """The reader of warm segments (events that left PostgreSQL), through a local cache."""
+    return Warm(archive_store(settings),
+                settings.archive_cache_dir or settings.data_dir / "segment-cache")
 
 
 def build_archiver(settings: Settings, store: WormStore | None = None) -> Archiver:

@@ -4,16 +4,23 @@ them from their segments with DuckDB, with the same filters, order and cursors."
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from datetime import timedelta
 
+import httpx
 import pytest
+import uvicorn
 from psycopg import AsyncConnection
 
 from tests.archive.support import archiver, fill, month_end, retention, seal
-from tests.support import run
+from tests.support import free_port, run
 from trailseal.reading.export import export_chunks
 from trailseal.reading.query import EventFilter, query_events
 from trailseal.reading.warm import Warm
+from trailseal.settings import Settings
+from trailseal.tenants import create_key
+from trailseal.web.app import create_app
 
 KEY = secrets.token_bytes(32)
 FILTERS = [
@@ -78,3 +85,51 @@ def test_queries_read_warm_segments_with_the_same_results(own_database, moved):
 def test_an_export_reads_warm_segments_with_the_same_bytes(own_database, moved):
     _, exported, warm = moved
     assert run(_export(own_database, warm)) == exported
+
+
+@pytest.fixture
+def served(own_database, store, tmp_path):
+    """The API over ``own_database``, reading warm segments from ``store``, and a token
+    of acme's with the read and export scopes."""
+    settings = Settings(database_url=own_database, data_dir=tmp_path / "data",
+                        log_origin="audit.test", archive_url=store.root.as_uri(),
+                        run_sequencer=False, run_archiver=False)
+    app = create_app(settings, own_database, cursor_key=secrets.token_bytes(32))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(),
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "service did not start"
+        time.sleep(0.02)
+
+    async def key() -> str:
+        async with await AsyncConnection.connect(own_database, autocommit=True) as conn:
+            return (await create_key(conn, "acme", ("read", "export"))).token
+
+    port = server.config.port
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                      headers={"Authorization": f"Bearer {run(key())}"}) as http:
+        yield http
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_the_api_reads_warm_segments_too(moved, served):
+    before, exported, _ = moved
+    r = served.get("/v1/events", params={"order": "asc", "limit": 100})
+    assert r.status_code == 200, r.text
+    assert [(e["seq"], e["id"]) for e in r.json()["events"]] == before[(0, "asc")]
+    r = served.get("/v1/events", params={"target_type": "document", "target_id": "d_2",
+                                         "order": "desc", "limit": 3})
+    seen = [(e["seq"], e["id"]) for e in r.json()["events"]]
+    while (cursor := r.json()["next_cursor"]) is not None:
+        r = served.get("/v1/events", params={"target_type": "document", "target_id": "d_2",
+                                             "order": "desc", "limit": 3, "cursor": cursor})
+        seen += [(e["seq"], e["id"]) for e in r.json()["events"]]
+    assert seen == before[(1, "desc")]
+    r = served.get("/v1/targets/document/d_1/timeline", params={"limit": 100})
+    assert r.status_code == 200 and len(r.json()["events"]) == 5
+    r = served.get("/v1/export", params={"format": "ndjson"})
+    assert r.status_code == 200 and r.content == exported

@@ -25,7 +25,14 @@ from trailseal.integrity.notes import NoteError, Verifier
 from trailseal.reading.export import Format, count_events, export_chunks
 from trailseal.reading.query import EventFilter
 from trailseal.reading.warm import Warm
-from trailseal.runtime import archive_store, load_signer, origin_host, resolve, witness
+from trailseal.runtime import (
+    archive_store,
+    build_warm,
+    load_signer,
+    origin_host,
+    resolve,
+    witness,
+)
 from trailseal.settings import Settings
 from trailseal.status import record_run
 from trailseal.store import Role, scoped
@@ -132,8 +139,7 @@ def export(
     flt = _filter(start, stop, action, actor_id, target_type, target_id, outcome)
     out, kind = output, fmt
     values = settings(data_dir)
-    warm = Warm(archive_store(values), values.archive_cache_dir or values.data_dir
-                / "segment-cache")
+    warm = build_warm(values)
     rows = run_with_connection(
         values, lambda conn: _export_file(conn, tenant, flt, kind, out, warm)
     )

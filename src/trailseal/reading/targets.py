@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, sql
 
@@ -31,6 +31,9 @@ from trailseal.reading.query import (
     stream_rows,
 )
 from trailseal.store import Role, scoped
+
+if TYPE_CHECKING:
+    from trailseal.reading.warm import Warm
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,13 @@ async def timeline(
     cursor_key: bytes,
     after: str | None = None,
     order: Order = "desc",
+    warm: Warm | None = None,
 ) -> Page | None:
     """One page of the timeline of the target ``flt`` names (see :func:`target_filter`);
     None when the target has no events at all in ``tenant``."""
     page = await query_events(
-        conn, tenant, flt, limit=limit, cursor_key=cursor_key, after=after, order=order
+        conn, tenant, flt, limit=limit, cursor_key=cursor_key, after=after, order=order,
+        warm=warm,
     )
     if not page.events:
         async with scoped(conn, Role.READER, tenant):

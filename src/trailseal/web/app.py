@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from trailseal import __version__, ingest
 from trailseal.alerts import HealthReader
 from trailseal.model import EventV1
-from trailseal.runtime import build_archiver, build_sequencer
+from trailseal.runtime import build_archiver, build_sequencer, build_warm
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
@@ -77,6 +77,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.cursor_key = cursor_key
+    app.state.warm = build_warm(settings)  # events that left PostgreSQL, read from segments
     app.state.sequencer = None
     app.state.schema_version = len(available())
     app.state.meta_audit = meta_audit

@@ -180,7 +180,7 @@ async def list_events(
     async with request.app.state.pool.connection() as conn:
         found = await query_events(
             conn, who.tenant, flt, limit=page.limit, cursor_key=request.app.state.cursor_key,
-            after=page.cursor, order=page.order,
+            after=page.cursor, order=page.order, warm=request.app.state.warm,
         )
     note.count = len(found.events)
     return {"events": found.events, "next_cursor": found.next_cursor}

@@ -73,7 +73,8 @@ async def export_events(
 
     async def body() -> Any:
         async with request.app.state.pool.connection() as conn:
-            async for chunk in export_chunks(conn, who.tenant, flt, format, on_row=counted):
+            async for chunk in export_chunks(conn, who.tenant, flt, format, on_row=counted,
+                                             warm=request.app.state.warm):
                 yield chunk
 
     stamp = ingest.now().strftime("%Y%m%dT%H%M%SZ")

@@ -86,7 +86,7 @@ async def target_timeline(
     async with request.app.state.pool.connection() as conn:
         found = await timeline(
             conn, who.tenant, flt, limit=page.limit, cursor_key=request.app.state.cursor_key,
-            after=page.cursor, order=page.order,
+            after=page.cursor, order=page.order, warm=request.app.state.warm,
         )
     if found is None:
         raise _no_such_target()

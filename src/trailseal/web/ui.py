@@ -204,7 +204,8 @@ async def _query(
     note = note_read(request, user.principal, "audit.events.queried", flt.asked())
     async with request.app.state.pool.connection() as conn:
         page = await query_events(conn, user.tenant, flt, limit=PAGE,
-                                  cursor_key=request.app.state.cursor_key, after=cursor or None)
+                                  cursor_key=request.app.state.cursor_key, after=cursor or None,
+                                  warm=request.app.state.warm)
     note.count = len(page.events)
     return page
 
@@ -273,7 +274,8 @@ async def target_page(request: Request, target_type: str, target_id: str, user: 
     cursor = request.query_params.get("cursor") or None
     async with request.app.state.pool.connection() as conn:
         page = await timeline(conn, user.tenant, flt, limit=PAGE,
-                              cursor_key=request.app.state.cursor_key, after=cursor)
+                              cursor_key=request.app.state.cursor_key, after=cursor,
+                              warm=request.app.state.warm)
     if page is None:
         raise _no_target()
     note.count = len(page.events)
@@ -349,7 +351,8 @@ async def export_download(request: Request, user: User) -> Response:
 
     async def body() -> Any:
         async with request.app.state.pool.connection() as conn:
-            async for chunk in export_chunks(conn, user.tenant, flt, kind, on_row=counted):
+            async for chunk in export_chunks(conn, user.tenant, flt, kind, on_row=counted,
+                                             warm=request.app.state.warm):
                 yield chunk
 
     stamp = ingest.now().strftime("%Y%m%dT%H%M%SZ")
