@@ -133,3 +133,20 @@ def test_the_api_reads_warm_segments_too(moved, served):
     assert r.status_code == 200 and len(r.json()["events"]) == 5
     r = served.get("/v1/export", params={"format": "ndjson"})
     assert r.status_code == 200 and r.content == exported
+
+
+def test_warm_rows_stream_in_batches_as_they_read_whole(own_database, moved):
+    _, _, warm = moved
+
+    async def both(flt, order):
+        async with await AsyncConnection.connect(own_database, autocommit=True) as conn:
+            whole = await warm.rows(conn, "acme", flt, order=order)
+            streamed = [row async for row in warm.stream(conn, "acme", flt, order=order,
+                                                         batch=3)]
+            return whole, streamed
+
+    for flt in FILTERS:
+        for order in ("asc", "desc"):
+            whole, streamed = run(both(flt, order))
+            assert streamed == whole, (flt, order)
+    assert len(run(both(EventFilter(), "asc"))[0]) == 10

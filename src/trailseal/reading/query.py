@@ -326,7 +326,8 @@ async def iter_events(
     if warm is not None:  # events that left PostgreSQL, from their segments
         from trailseal.reading.warm import merge_async
 
-        rows = merge_async(rows, await warm.rows(conn, tenant, flt, order=order), order)
+        rows = merge_async(rows, warm.stream(conn, tenant, flt, order=order, batch=batch),
+                           order)
     async for row in rows:
         yield event_view(row)
 

@@ -34,6 +34,7 @@ from trailseal.reading.query import EventFilter, Order, like_escape
 log = logging.getLogger(__name__)
 
 Row = tuple[Any, ...]  # seq, occurred_at, canonical, leaf_hash, chain_hash
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _WARM = """
 SELECT s.object_key, s.file_sha256 FROM trailseal.segments s
@@ -80,20 +81,41 @@ class Warm:
         partial.replace(path)
         return path
 
+    async def _paths(self, conn: AsyncConnection, tenant: str, flt: EventFilter) -> list[str]:
+        found = await self.segments(conn, tenant, flt)
+        if not found:
+            return []
+        return await asyncio.to_thread(
+            lambda: [str(p) for p in (self._local(k, s) for k, s in found) if p is not None])
+
     async def rows(self, conn: AsyncConnection, tenant: str, flt: EventFilter, *,
                    order: Order, after: tuple[datetime, int] | None = None,
                    limit: int | None = None) -> list[Row]:
         """The warm rows matching ``flt`` in (occurred_at, seq) ``order`` from just past
         ``after``, at most ``limit``."""
-        found = await self.segments(conn, tenant, flt)
-        if not found:
-            return []
-        paths = await asyncio.to_thread(
-            lambda: [p for p in (self._local(k, s) for k, s in found) if p is not None])
+        paths = await self._paths(conn, tenant, flt)
         if not paths:
             return []
-        return await asyncio.to_thread(_query, [str(p) for p in paths], flt, order, after,
-                                       limit)
+        return await asyncio.to_thread(_query, paths, flt, order, after, limit)
+
+    async def stream(self, conn: AsyncConnection, tenant: str, flt: EventFilter, *,
+                     order: Order, batch: int = 1000) -> AsyncIterator[Row]:
+        """As :meth:`rows`, all of them, ``batch`` at a time (constant memory here;
+        DuckDB sorts within its own memory limit, spilling to disk beyond it)."""
+        paths = await self._paths(conn, tenant, flt)
+        if not paths:
+            return
+        statement, params = _statement(paths, flt, order, None, None)
+        network = ipaddress.ip_network(flt.ip) if flt.ip is not None else None
+        db = await asyncio.to_thread(duckdb.connect)
+        try:
+            await asyncio.to_thread(db.execute, "SET TimeZone = 'UTC'")
+            await asyncio.to_thread(db.execute, statement, params)
+            while found := await asyncio.to_thread(db.fetchmany, batch):
+                for row in _within(found, network):
+                    yield row
+        finally:
+            db.close()
 
 
 def _where(flt: EventFilter, order: Order,
@@ -136,11 +158,11 @@ def _where(flt: EventFilter, order: Order,
     return where, params
 
 
-def _query(paths: list[str], flt: EventFilter, order: Order,
-           after: tuple[datetime, int] | None, limit: int | None) -> list[Row]:
+def _statement(paths: list[str], flt: EventFilter, order: Order,
+               after: tuple[datetime, int] | None, limit: int | None) -> tuple[str, list[Any]]:
     where, params = _where(flt, order, after)
     direction = "DESC" if order == "desc" else "ASC"
-    # ip is filtered below, in Python; a limit is applied after it.
+    # ip is filtered in Python (_within); a limit is applied after it.
     statement = (
         "SELECT seq, occurred_at, canonical, leaf_hash, chain_hash, ip"
         " FROM read_parquet(?) WHERE " + (" AND ".join(where) or "true")
@@ -148,13 +170,23 @@ def _query(paths: list[str], flt: EventFilter, order: Order,
     )
     if limit is not None and flt.ip is None:
         statement += f" LIMIT {int(limit)}"
-    with duckdb.connect() as db:
-        db.execute("SET TimeZone = 'UTC'")
-        found = db.execute(statement, [paths, *params]).fetchall()
-    network = ipaddress.ip_network(flt.ip) if flt.ip is not None else None
-    rows = [row[:5] for row in found
+    return statement, [paths, *params]
+
+
+def _within(found: list[Any], network: IPNetwork | None) -> list[Row]:
+    return [row[:5] for row in found
             if network is None or (row[5] is not None
                                    and ipaddress.ip_address(row[5]) in network)]
+
+
+def _query(paths: list[str], flt: EventFilter, order: Order,
+           after: tuple[datetime, int] | None, limit: int | None) -> list[Row]:
+    statement, params = _statement(paths, flt, order, after, limit)
+    with duckdb.connect() as db:
+        db.execute("SET TimeZone = 'UTC'")
+        found = db.execute(statement, params).fetchall()
+    network = ipaddress.ip_network(flt.ip) if flt.ip is not None else None
+    rows = _within(found, network)
     return rows[:limit] if limit is not None else rows
 
 
@@ -169,17 +201,17 @@ def merge(hot: Iterable[Row], warm: Iterable[Row], order: Order) -> Iterator[Row
     return heapq.merge(hot, warm, key=_key(order))
 
 
-async def merge_async(hot: AsyncIterator[Row], warm: list[Row],
+async def merge_async(hot: AsyncIterator[Row], warm: AsyncIterator[Row],
                       order: Order) -> AsyncIterator[Row]:
-    """As :func:`merge`, for hot rows streamed from a server-side cursor."""
+    """As :func:`merge`, for rows streamed from both tiers (a server-side cursor and
+    :meth:`Warm.stream`), holding one row of each at a time."""
     key = _key(order)
-    waiting = iter(warm)
-    pending = next(waiting, None)
+    pending = await anext(warm, None)
     async for row in hot:
         while pending is not None and key(pending) <= key(row):
             yield pending
-            pending = next(waiting, None)
+            pending = await anext(warm, None)
         yield row
     while pending is not None:
         yield pending
-        pending = next(waiting, None)
+        pending = await anext(warm, None)
