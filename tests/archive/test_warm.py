@@ -17,6 +17,7 @@ from tests.archive.support import archiver, fill, month_end, retention, seal
 from tests.support import free_port, run
 from trailseal.reading.export import export_chunks
 from trailseal.reading.query import EventFilter, query_events
+from trailseal.reading.targets import state_at
 from trailseal.reading.warm import Warm
 from trailseal.settings import Settings
 from trailseal.tenants import create_key
@@ -51,6 +52,11 @@ async def _export(url, warm):
                                                          warm=warm)])
 
 
+async def _state(url, warm, at):
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return await state_at(conn, "acme", "document", "d_2", at, warm=warm)
+
+
 @pytest.fixture
 def moved(own_database, signer, store, clock, tmp_path):
     """Twelve events, of which the first ten left PostgreSQL (their month was dropped)
@@ -59,7 +65,8 @@ def moved(own_database, signer, store, clock, tmp_path):
              context={"ip": "10.1.2.3"}))
     run(fill(own_database, signer, "acme", 5, clock(), action="user.role.updated",
              actor={"type": "user", "id": "u_1", "name": "Alice"},
-             target={"type": "document", "id": "d_2"}))
+             target={"type": "document", "id": "d_2"},
+             changes={"status": {"before": "draft", "after": "final"}}))
     later = month_end(clock.now) + timedelta(days=100)
     run(fill(own_database, signer, "acme", 2, later, target={"type": "document", "id": "d_2"},
              context={"ip": "10.1.9.9"}))
@@ -67,14 +74,15 @@ def moved(own_database, signer, store, clock, tmp_path):
     before = {(i, order): run(_pages(own_database, flt, order, None))
               for i, flt in enumerate(FILTERS) for order in ("asc", "desc")}
     exported = run(_export(own_database, None))
+    state = run(_state(own_database, None, later))
     clock.now = later
     report = run(retention(own_database, store, clock))
     assert report.dropped
-    return before, exported, Warm(store, tmp_path / "cache")
+    return before, exported, Warm(store, tmp_path / "cache"), state
 
 
 def test_queries_read_warm_segments_with_the_same_results(own_database, moved):
-    before, _, warm = moved
+    before, _, warm, _ = moved
     assert before[(0, "asc")] and len(before[(0, "asc")]) == 12
     for (i, order), expected in before.items():
         assert run(_pages(own_database, FILTERS[i], order, warm)) == expected, (FILTERS[i], order)
@@ -83,7 +91,7 @@ def test_queries_read_warm_segments_with_the_same_results(own_database, moved):
 
 
 def test_an_export_reads_warm_segments_with_the_same_bytes(own_database, moved):
-    _, exported, warm = moved
+    _, exported, warm, _ = moved
     assert run(_export(own_database, warm)) == exported
 
 
@@ -117,7 +125,7 @@ def served(own_database, store, tmp_path):
 
 
 def test_the_api_reads_warm_segments_too(moved, served):
-    before, exported, _ = moved
+    before, exported, _, _ = moved
     r = served.get("/v1/events", params={"order": "asc", "limit": 100})
     assert r.status_code == 200, r.text
     assert [(e["seq"], e["id"]) for e in r.json()["events"]] == before[(0, "asc")]
@@ -136,7 +144,7 @@ def test_the_api_reads_warm_segments_too(moved, served):
 
 
 def test_warm_rows_stream_in_batches_as_they_read_whole(own_database, moved):
-    _, _, warm = moved
+    _, _, warm, _ = moved
 
     async def both(flt, order):
         async with await AsyncConnection.connect(own_database, autocommit=True) as conn:
@@ -150,3 +158,10 @@ def test_warm_rows_stream_in_batches_as_they_read_whole(own_database, moved):
             whole, streamed = run(both(flt, order))
             assert streamed == whole, (flt, order)
     assert len(run(both(EventFilter(), "asc"))[0]) == 10
+
+
+def test_a_target_state_replays_warm_changes_too(own_database, moved, clock):
+    _, _, warm, state = moved
+    assert state.fields == {"status": "final"} and state.events == 5
+    assert run(_state(own_database, warm, clock.now)) == state
+    assert run(_state(own_database, None, clock.now)).events == 0  # hot alone has none

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, sql
@@ -106,12 +106,14 @@ def state_statement(
     tenant: str, target_type: str, target_id: str, at: datetime
 ) -> tuple[sql.Composed, list[Any]]:
     """The SELECT of the target's events with occurred_at at or before ``at``, oldest
-    first, and its parameters: (seq, canonical) rows."""
+    first, and its parameters: rows of (seq, occurred_at, canonical, leaf_hash,
+    chain_hash), as the query's."""
     where, params = conditions(tenant, target_filter(target_type, target_id))
     where.append(sql.SQL("occurred_at <= %s"))
     params.append(at)
     statement = sql.SQL(
-        "SELECT seq, canonical FROM trailseal.events WHERE {} ORDER BY occurred_at, seq"
+        "SELECT seq, occurred_at, canonical, leaf_hash, chain_hash FROM trailseal.events"
+        " WHERE {} ORDER BY occurred_at, seq"
     ).format(sql.SQL(" AND ").join(where))
     return statement, params
 
@@ -124,21 +126,37 @@ async def state_at(
     at: datetime,
     *,
     batch: int = 1000,
+    warm: Warm | None = None,
 ) -> State | None:
     """The fields of the target as of ``at`` (inclusive); None when the target has no
-    events at all in ``tenant``. Reads the target's events in constant memory."""
+    events at all in ``tenant``. Reads the target's events in constant memory, from
+    PostgreSQL and, with ``warm``, from the segments of those that left it."""
     fields: dict[str, Any] = {}
     last: int | None = None
     used = 0
     statement, params = state_statement(tenant, target_type, target_id, at)
     async with scoped(conn, Role.READER, tenant):
+        rows = stream_rows(conn, statement, params, batch=batch)
+        if warm is not None:
+            from trailseal.reading.warm import merge_async
+
+            until = target_filter(target_type, target_id, until=at + _MICROSECOND)
+            rows = merge_async(rows, warm.stream(conn, tenant, until, order="asc",
+                                                 batch=batch), "asc")
         seen = False
-        async for seq, canonical in stream_rows(conn, statement, params, batch=batch):
+        async for seq, _, canonical, _, _ in rows:
             seen = True
             changes = json.loads(bytes(canonical)).get("changes") or {}
             if changes:
                 replay(fields, changes)
                 last, used = seq, used + 1
-        if not seen and not await _exists(conn, tenant, target_type, target_id):
+        if not seen and not await _exists(conn, tenant, target_type, target_id) and not (
+            warm is not None
+            and await warm.rows(conn, tenant, target_filter(target_type, target_id),
+                                order="asc", limit=1)
+        ):
             return None
     return State(dict(sorted(fields.items())), last, used)
+
+
+_MICROSECOND = timedelta(microseconds=1)  # occurred_at <= at, as the query's until < at

@@ -124,7 +124,8 @@ async def target_state(
     moment = (moment or datetime.now(UTC)).astimezone(UTC)
     moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     async with request.app.state.pool.connection() as conn:
-        state = await state_at(conn, who.tenant, target_type, target_id, moment)
+        state = await state_at(conn, who.tenant, target_type, target_id, moment,
+                               warm=request.app.state.warm)
     if state is None:
         raise _no_such_target()
     note.count = state.events

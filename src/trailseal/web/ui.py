@@ -307,7 +307,8 @@ async def state_part(request: Request, target_type: str, target_id: str, user: U
     moment = (moment or datetime.now(UTC)).astimezone(UTC)
     moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     async with request.app.state.pool.connection() as conn:
-        state = await state_at(conn, user.tenant, target_type, target_id, moment)
+        state = await state_at(conn, user.tenant, target_type, target_id, moment,
+                               warm=request.app.state.warm)
     if state is None:
         raise _no_target()
     note.count = state.events
