@@ -29,11 +29,13 @@ recomputed like any other.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -51,6 +53,8 @@ from trailseal.integrity.recompute import Recomputed, recompute
 from trailseal.integrity.tiles import TILE_WIDTH, TreeState
 from trailseal.store import Role, scoped
 from trailseal.witness import WormFolder, witnessed
+
+log = logging.getLogger(__name__)
 
 _WINDOW = 8  # rows looked at past a mismatch to tell reordering from insertion or deletion
 _RUN = 4096  # rows read and recomputed together (a multiple of the tile width)
@@ -243,6 +247,9 @@ def _read_run_elsewhere(url: str, tenant: str, start: int, end: int,
                           _recorded(start, end, tiles, edge_start, edge))
 
 
+_Span = tuple[int, int, bytes | None, "_Gone | None"]  # lo, hi, chain before lo, gone segment
+
+
 class _Runs:
     """Runs of rows read and recomputed in seq order: in this process, or, for a large
     log with a database URL at hand, in worker processes side by side (each on its own
@@ -272,10 +279,10 @@ class _Runs:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def _spans(self, start: int, end: int) -> list[tuple[int, int, bytes | None, _Gone | None]]:
+    def _spans(self, start: int, end: int) -> list[_Span]:
         """[start, end) cut into runs: of at most _RUN rows in PostgreSQL (with the chain
         hash recorded before them when that row is gone), and whole gone segments."""
-        spans: list[tuple[int, int, bytes | None, _Gone | None]] = []
+        spans: list[_Span] = []
         at, previous = start, None
         for gone in self.gone:
             if gone.last < at or gone.first >= end:
@@ -293,30 +300,60 @@ class _Runs:
     async def over(self, start: int, end: int) -> AsyncIterator[_Run]:
         spans = self._spans(start, end)
         if self.pool is None or self.url is None:
-            for lo, hi, previous, gone in spans:
-                if gone is not None:
-                    yield await self._read_gone(lo, hi, gone)
-                else:
-                    yield await self._read_run(lo, hi, previous)
+            for span in spans:
+                yield await self._read(span)
             return
-        loop = asyncio.get_running_loop()
-        pending: deque[asyncio.Future[_Run]] = deque()
+        pending: deque[tuple[_Span, asyncio.Future[_Run] | None]] = deque()
         queued = iter(spans)
         while True:
-            for lo, hi, previous, gone in queued:
-                if gone is not None:
-                    while pending:  # in seq order: what was handed out comes first
-                        yield await pending.popleft()
-                    yield await self._read_gone(lo, hi, gone)
+            for span in queued:
+                if span[3] is None:
+                    pending.append((span, self._hand_out(span)))
+                    if len(pending) >= self.depth:
+                        break
                     continue
-                pending.append(loop.run_in_executor(
-                    self.pool, _read_run_elsewhere, self.url, self.tenant, lo, hi,
-                    self.expected.edge_start, self.expected.edge, previous))
-                if len(pending) >= self.depth:
-                    break
+                while pending:  # in seq order: what was handed out comes first
+                    yield await self._take(pending)
+                yield await self._read(span)
             if not pending:
                 return
-            yield await pending.popleft()
+            yield await self._take(pending)
+
+    def _hand_out(self, span: _Span) -> asyncio.Future[_Run] | None:
+        """The span given to a worker; None when the workers are gone (read it here)."""
+        if self.pool is None:
+            return None
+        lo, hi, previous, _ = span
+        try:
+            return asyncio.get_running_loop().run_in_executor(
+                self.pool, _read_run_elsewhere, self.url, self.tenant, lo, hi,
+                self.expected.edge_start, self.expected.edge, previous)
+        except BrokenProcessPool:
+            self._abandon()
+            return None
+
+    async def _take(self, pending: deque[tuple[_Span, asyncio.Future[_Run] | None]]) -> _Run:
+        """The next run in seq order. If the pool broke (a worker was killed, or ran out
+        of memory), what it held is read in this process, and so is the rest."""
+        span, future = pending.popleft()
+        if future is not None:
+            try:
+                return await future
+            except BrokenProcessPool:
+                self._abandon()
+        return await self._read(span)
+
+    def _abandon(self) -> None:
+        if self.pool is not None:
+            log.warning("a verify worker process died; going on in this process")
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    async def _read(self, span: _Span) -> _Run:
+        lo, hi, previous, gone = span
+        if gone is not None:
+            return await self._read_gone(lo, hi, gone)
+        return await self._read_run(lo, hi, previous)
 
     async def _read_gone(self, start: int, end: int, gone: _Gone) -> _Run:
         """A run of a segment whose events left PostgreSQL: read from its file when the
