@@ -57,7 +57,7 @@ from trailseal.witness import WormFolder, witnessed
 log = logging.getLogger(__name__)
 
 _WINDOW = 8  # rows looked at past a mismatch to tell reordering from insertion or deletion
-_RUN = 4096  # rows read and recomputed together (a multiple of the tile width)
+_RUN = 8192  # rows read and recomputed together (a multiple of the tile width)
 _PARALLEL_FROM = 100_000  # events from which worker processes pay for their start
 
 _EVENTS = (

@@ -14,7 +14,7 @@ from hashlib import sha256
 
 from trailseal.integrity.canonical import first_not_canonical
 from trailseal.integrity.hashing import HASH_SIZE
-from trailseal.integrity.tiles import TILE_WIDTH, subtree_root
+from trailseal.integrity.tiles import TILE_WIDTH
 
 __all__ = ["Recomputed", "recompute"]
 
@@ -74,5 +74,14 @@ def recompute(
     first_tile = -(-first_index // TILE_WIDTH)
     for tile in range(first_tile, (first_index + len(leaves)) // TILE_WIDTH):
         at = tile * TILE_WIDTH - first_index
-        tile_roots[tile] = subtree_root(leaves[at : at + TILE_WIDTH])
+        tile_roots[tile] = _perfect_root(leaves[at : at + TILE_WIDTH])
     return Recomputed(leaves, first_bad_entry, first_bad_chain, tile_roots)
+
+
+def _perfect_root(layer: list[bytes]) -> bytes:
+    # RFC 6962 interior nodes, SHA-256(0x01 ‖ left ‖ right), pairwise up to the root of
+    # a power-of-two run: the hot loop of a tile, written out.
+    while len(layer) > 1:
+        layer = [sha256(b"\x01" + layer[i] + layer[i + 1]).digest()
+                 for i in range(0, len(layer), 2)]
+    return layer[0]
