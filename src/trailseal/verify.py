@@ -321,7 +321,7 @@ class _Runs:
 
     def _hand_out(self, span: _Span) -> asyncio.Future[_Run] | None:
         """The span given to a worker; None when the workers are gone (read it here)."""
-        if self.pool is None:
+        if self.pool is None or self.url is None:
             return None
         lo, hi, previous, _ = span
         try:
