@@ -7,7 +7,7 @@ def test_healthz_and_readyz(client):
     assert ready.status_code == 200
     body = ready.json()
     assert body["checks"] == {"database": "ok", "schema": "ok"}
-    # Other tests of this session tamper with logs, so verify_failed may hold here.
+    # Other tests in the same run tamper with logs, so verify_failed may hold here.
     assert set(body["alerts"]) == {"sequencer_stalled", "checkpoint_stale",
                                    "witness_unreachable", "verify_failed"}
     assert body["status"] == ("degraded" if any(body["alerts"].values()) else "ready")
