@@ -22,6 +22,7 @@ from trailseal.web import events, export, health, log, metrics, sources, stream,
 from trailseal.web.logs import RequestIdMiddleware
 from trailseal.web.meta import MetaAudit, MetaAuditMiddleware
 from trailseal.web.problems import HANDLERS
+from trailseal.web.timing import ServerTimingMiddleware
 
 
 def create_app(
@@ -84,6 +85,7 @@ def create_app(
     app.state.metrics = metrics.Metrics(settings)
     app.add_middleware(MetaAuditMiddleware, recorder=meta_audit)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ServerTimingMiddleware)  # outermost: the whole time to the answer
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(events.router)
