@@ -111,6 +111,15 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def server_ms(answer: httpx.Response) -> float:
+    """The server's own time of ``answer``, from its ``Server-Timing: app;dur=<ms>``."""
+    for part in answer.headers.get("server-timing", "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name == "app" and params.startswith("dur="):
+            return float(params[4:])
+    raise SystemExit(f"no Server-Timing app;dur= in the answer to {answer.request.url}")
+
+
 def interleaved(repeat: int, runs: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
     """Each of ``runs`` once per round, ``repeat`` rounds, so drifts in the machine's load
     touch all of them alike; returns each one's values."""
