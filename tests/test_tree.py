@@ -17,6 +17,7 @@ from trailseal.integrity.notes import Verifier
 from trailseal.integrity.proofs import verify_consistency, verify_inclusion
 from trailseal.integrity.receipt import ReceiptError, verify_receipt
 from trailseal.integrity.tiles import TreeState, entries_path, partial_tiles, tile_path
+from trailseal.reading.tree import TileCache
 from trailseal.witness import WormFolder, checkpoint_name
 
 
@@ -178,3 +179,38 @@ def test_empty_log_has_no_checkpoint_yet(client, other_tenant):
     r = client.get("/v1/log/checkpoint", headers=other_tenant.auth("read"))
     assert r.status_code == 404
     assert client.get("/v1/log/tile/0/000.p/1", headers=other_tenant.auth()).status_code == 404
+
+
+def _verified_inclusion(client, tenant, sent, index: int, size: int, root: bytes) -> None:
+    r = client.get("/v1/log/proof/inclusion", params={"index": index, "size": size},
+                   headers=tenant.auth("read"))
+    assert r.status_code == 200, r.text
+    event = client.get(f"/v1/events/{sent[index]['id']}", headers=tenant.auth()).json()
+    assert event["seq"] == index
+    verify_inclusion(bytes.fromhex(event["leaf_hash"]), index, size,
+                     [base64.b64decode(h) for h in r.json()["hashes"]], root)
+
+
+def test_proofs_from_kept_full_tiles_verify_and_stay_per_tenant(client, grown, other_tenant):
+    tenant, sent = grown
+    # Both tenants have a full tile 0/0, with different hashes: a cache keyed without the
+    # tenant would hand one tenant's tile to the other, and its proof would not verify.
+    # Each read is meta-audited into the tenant's log, so the roots are taken first.
+    mine = _checkpoint(client, tenant)[1]
+    others = _post(client, other_tenant, 300)
+    theirs = _checkpoint(client, other_tenant)[1]
+    assert (mine.size, theirs.size) == (700, 300)
+    for _ in range(2):  # the second time from the kept tiles
+        _verified_inclusion(client, tenant, sent, 3, 700, mine.root_hash)
+        _verified_inclusion(client, tenant, sent, 650, 700, mine.root_hash)
+        _verified_inclusion(client, other_tenant, others, 3, 300, theirs.root_hash)
+
+
+def test_the_tile_cache_drops_the_least_recently_used():
+    cache = TileCache(capacity=2)
+    cache.put(("t", 0, 0), b"a")
+    cache.put(("t", 0, 1), b"b")
+    assert cache.get(("t", 0, 0)) == b"a"  # now the most recent
+    cache.put(("t", 0, 2), b"c")
+    assert ("t", 0, 1) not in cache and len(cache) == 2
+    assert cache.get(("t", 0, 0)) == b"a" and cache.get(("t", 0, 2)) == b"c"

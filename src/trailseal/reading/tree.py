@@ -4,14 +4,19 @@ receipts.
 Full tiles come from ``tiles``; the partial tiles of the right edge from ``log_heads``
 (both written by the sequencer in one transaction, and read here in one transaction, so
 they always describe the same tree). Proofs are planned by the pure core, which names the
-nodes it needs; this module fetches those nodes' tiles and hands the hashes back.
+nodes it needs; this module fetches every tile those nodes lie in with one query and
+hands the hashes back.
+
+A full tile never changes once written, so a process may keep it: a :class:`TileCache`
+(one per API process, on the app) holds recently read full tiles, and a proof whose
+tiles are all held, or at the right edge, reads nothing but the tree's head.
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,36 @@ from trailseal.reading.query import get_event
 from trailseal.store import Role, scoped
 
 HASH = 32
+TILE_CACHE_TILES = 4096
+"""Full tiles a process keeps by default: 32 MiB of hashes."""
+
+TileKey = tuple[str, int, int]
+
+
+class TileCache:
+    """Full tiles by (tenant, level, index), the least recently used dropped first."""
+
+    def __init__(self, capacity: int = TILE_CACHE_TILES) -> None:
+        self.capacity = capacity
+        self._tiles: OrderedDict[TileKey, bytes] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tiles
+
+    def __len__(self) -> int:
+        return len(self._tiles)
+
+    def get(self, key: TileKey) -> bytes | None:
+        found = self._tiles.get(key)
+        if found is not None:
+            self._tiles.move_to_end(key)
+        return found
+
+    def put(self, key: TileKey, hashes: bytes) -> None:
+        self._tiles[key] = hashes
+        self._tiles.move_to_end(key)
+        while len(self._tiles) > self.capacity:
+            self._tiles.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -38,10 +73,12 @@ class CheckpointRow:
 class Tree:
     """One tenant's tree as of one reader transaction."""
 
-    def __init__(self, conn: AsyncConnection, tenant: str, state: TreeState) -> None:
+    def __init__(self, conn: AsyncConnection, tenant: str, state: TreeState,
+                 cache: TileCache | None = None) -> None:
         self.conn = conn
         self.tenant = tenant
         self.state = state
+        self.cache = cache if cache is not None else TileCache(0)
 
     @property
     def size(self) -> int:
@@ -50,18 +87,40 @@ class Tree:
     async def tile(self, level: int, index: int, width: int) -> bytes | None:
         """The first ``width`` hashes of tile (level, index), or None if the tree does not
         have that many yet."""
-        cur = await self.conn.execute(
-            "SELECT hashes FROM trailseal.tiles WHERE tenant = %s AND level = %s AND idx = %s",
-            (self.tenant, level, index),
-        )
-        row = await cur.fetchone()
-        if row is not None:
-            return bytes(row[0])[: width * HASH]
-        if level < len(self.state.edge) and index == self.size // TILE_WIDTH ** (level + 1):
+        if self._at_edge(level, index):
             edge = self.state.edge[level]
-            if width <= len(edge):
-                return b"".join(edge[:width])
-        return None
+            return b"".join(edge[:width]) if width <= len(edge) else None
+        full = await self._full_tiles([(level, index)])
+        data = full.get((level, index))
+        return None if data is None else data[: width * HASH]
+
+    def _at_edge(self, level: int, index: int) -> bool:
+        """Whether tile (level, index) is the partial one at the right edge (never full:
+        a full tile's leaves all lie below the tree's size)."""
+        return level < len(self.state.edge) and index == self.size // TILE_WIDTH ** (level + 1)
+
+    async def _full_tiles(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The full tiles among ``keys``: from the cache, the rest in one query."""
+        found: dict[tuple[int, int], bytes] = {}
+        missing: list[tuple[int, int]] = []
+        for level, index in keys:
+            held = self.cache.get((self.tenant, level, index))
+            if held is None:
+                missing.append((level, index))
+            else:
+                found[(level, index)] = held
+        if missing:
+            cur = await self.conn.execute(
+                "SELECT t.level, t.idx, t.hashes FROM trailseal.tiles t"
+                " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx)"
+                " ON t.level = w.level AND t.idx = w.idx WHERE t.tenant = %s",
+                ([k[0] for k in missing], [k[1] for k in missing], self.tenant),
+            )
+            for level, index, hashes in await cur.fetchall():
+                data = bytes(hashes)
+                found[(level, index)] = data
+                self.cache.put((self.tenant, level, index), data)
+        return found
 
     async def entries(self, index: int, width: int) -> bytes | None:
         """The C2SP entry bundle of tile ``index``: each event's canonical bytes after a
@@ -85,12 +144,14 @@ class Tree:
         for node in nodes:
             level, index, offset, count = tile_for_node(node)
             wanted[(level, index)].append((node, offset, count))
+        full = await self._full_tiles([k for k in wanted if not self._at_edge(*k)])
         found: dict[NodeID, bytes] = {}
         for (level, index), parts in wanted.items():
-            data = await self.tile(level, index, TILE_WIDTH)
-            if data is None:  # the partial tile at the right edge
-                data = await self.tile(level, index, len(self.state.edge[level]))
-            if data is None:
+            if self._at_edge(level, index):
+                data = b"".join(self.state.edge[level])
+            elif (level, index) in full:
+                data = full[(level, index)]
+            else:
                 raise OutOfRange(f"the tree has no tile {level}/{index}")
             hashes = [data[i : i + HASH] for i in range(0, len(data), HASH)]
             for node, offset, count in parts:
@@ -118,14 +179,16 @@ class Tree:
         return assemble(plan, await self.node_hashes(plan.node_ids()))
 
 
-async def open_tree(conn: AsyncConnection, tenant: str) -> Tree:
-    """The tenant's tree as of now; call inside a reader transaction."""
+async def open_tree(conn: AsyncConnection, tenant: str,
+                    cache: TileCache | None = None) -> Tree:
+    """The tenant's tree as of now; call inside a reader transaction. ``cache``, if
+    given, keeps the full tiles read for the next tree."""
     cur = await conn.execute(
         "SELECT tree_size, edge FROM trailseal.log_heads WHERE tenant = %s", (tenant,)
     )
     row = await cur.fetchone()
     state = TreeState() if row is None else TreeState.from_bytes(row[0], bytes(row[1]))
-    return Tree(conn, tenant, state)
+    return Tree(conn, tenant, state, cache)
 
 
 async def latest_checkpoint(conn: AsyncConnection, tenant: str) -> CheckpointRow | None:

@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from trailseal import __version__, ingest
 from trailseal.alerts import HealthReader
 from trailseal.model import EventV1
+from trailseal.reading.tree import TileCache
 from trailseal.runtime import build_archiver, build_sequencer, build_warm
 from trailseal.settings import Settings
 from trailseal.store import create_pool
@@ -82,6 +83,7 @@ def create_app(
     app.state.sequencer = None
     app.state.schema_version = len(available())
     app.state.meta_audit = meta_audit
+    app.state.tile_cache = TileCache()  # full tiles never change: kept per process
     app.state.metrics = metrics.Metrics(settings)
     app.add_middleware(MetaAuditMiddleware, recorder=meta_audit)
     app.add_middleware(RequestIdMiddleware)

@@ -77,7 +77,7 @@ async def tile(
         raise Problem(404, "not-found", "Not found", f"no such tile: {exc}") from None
     note_log_read(request, who, "entries" if ref.level is None else "tiles")
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        tree = await open_tree(conn, who.tenant)
+        tree = await open_tree(conn, who.tenant, request.app.state.tile_cache)
         if ref.level is None:
             data = await tree.entries(ref.index, ref.width)
         else:
@@ -98,7 +98,7 @@ async def inclusion(
     note = note_read(request, who, PROOF_READ, {"proof": "inclusion", "index": index,
                                                 "size": size})
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        tree = await open_tree(conn, who.tenant)
+        tree = await open_tree(conn, who.tenant, request.app.state.tile_cache)
         proof = await tree.inclusion_proof(index, size)
     note.count = 1
     return {"index": index, "size": size, "hashes": b64(proof)}
@@ -114,7 +114,7 @@ async def consistency(
 ) -> Any:
     note = note_read(request, who, PROOF_READ, {"proof": "consistency", "from": from_, "to": to})
     async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        tree = await open_tree(conn, who.tenant)
+        tree = await open_tree(conn, who.tenant, request.app.state.tile_cache)
         proof = await tree.consistency_proof(from_, to)
     note.count = 1
     return {"from": from_, "to": to, "hashes": b64(proof)}
