@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
+# pytest's temporary folders live in the checkout: another checkout's test run, which
+# prunes all but its own three newest, can then never delete a running test's files.
+export PYTEST_DEBUG_TEMPROOT := $(CURDIR)/.pytest-tmp
+
 .PHONY: run test faults lint typecheck schema clean system-packages vendor-htmx bench screenshots
 
 # Debian packages the test suite uses: Go and golang.org/x/mod, whose reference tlog and
@@ -26,14 +30,17 @@ run: $(VENV)/.installed
 	$(BIN)/trailseal serve --demo
 
 test: $(VENV)/.installed system-packages lint typecheck
+	@mkdir -p $(PYTEST_DEBUG_TEMPROOT)
 	$(BIN)/python -m pytest -q
 
 # Refresh the console's screenshots in docs/img/ (the README shows them).
 screenshots: $(VENV)/.installed system-packages
+	@mkdir -p $(PYTEST_DEBUG_TEMPROOT)
 	TRAILSEAL_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/ui
 
 # The fault-injection suite alone, printing its counts; FAULT_ROUNDS=100 for longer runs.
 faults: $(VENV)/.installed system-packages
+	@mkdir -p $(PYTEST_DEBUG_TEMPROOT)
 	$(BIN)/python -m pytest -q -s tests/faults
 
 # The benchmark suite against its baselines (docs/benchmarks.md): quick sizes, a few
@@ -77,4 +84,4 @@ vendor-htmx:
 	  echo "htmx $(HTMX_VERSION) $$sum"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .pytest-tmp .mypy_cache .ruff_cache
