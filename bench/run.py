@@ -34,15 +34,16 @@ from bench import (
     plots,
     proof_latency,
     record_latency,
+    scale,
     storage_size,
     verify_rate,
 )
 
 # In this order: storage right after the shared log is loaded, before any other
-# benchmark adds rows; ingest last, as it adds the most.
+# benchmark adds rows; ingest and scale last, as they add the most.
 BENCHMARKS: list[ModuleType] = [
     integrity_cost, storage_size, verify_rate, export_rate, proof_latency, four_questions,
-    record_latency, ingest_rate,
+    record_latency, ingest_rate, scale,
 ]
 HERE = Path(__file__).parent
 

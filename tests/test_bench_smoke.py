@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).parent.parent / "bench"
-NAMES = {"integrity", "storage", "verify", "export", "proofs", "questions", "record", "ingest"}
+NAMES = {"integrity", "storage", "verify", "export", "proofs", "questions", "record", "ingest",
+         "scale"}
 OPTIONAL = {
     "integrity": ("pymerkle", "pymerkle InmemoryTree.append_entry"),
     "record": ("auditlog", "django-auditlog"),
