@@ -16,8 +16,14 @@ from trailseal.integrity.checkpoint import open_checkpoint
 from trailseal.integrity.notes import Verifier
 from trailseal.integrity.proofs import verify_consistency, verify_inclusion
 from trailseal.integrity.receipt import ReceiptError, verify_receipt
-from trailseal.integrity.tiles import TreeState, entries_path, partial_tiles, tile_path
-from trailseal.reading.tree import TileCache
+from trailseal.integrity.tiles import (
+    TreeState,
+    entries_path,
+    partial_tiles,
+    subtree_root,
+    tile_path,
+)
+from trailseal.reading.tree import FullTile, TileCache
 from trailseal.witness import WormFolder, checkpoint_name
 
 
@@ -207,10 +213,19 @@ def test_proofs_from_kept_full_tiles_verify_and_stay_per_tenant(client, grown, o
 
 
 def test_the_tile_cache_drops_the_least_recently_used():
+    a, b, c = FullTile(b"a"), FullTile(b"b"), FullTile(b"c")
     cache = TileCache(capacity=2)
-    cache.put(("t", 0, 0), b"a")
-    cache.put(("t", 0, 1), b"b")
-    assert cache.get(("t", 0, 0)) == b"a"  # now the most recent
-    cache.put(("t", 0, 2), b"c")
+    cache.put(("t", 0, 0), a)
+    cache.put(("t", 0, 1), b)
+    assert cache.get(("t", 0, 0)) is a  # now the most recent
+    cache.put(("t", 0, 2), c)
     assert ("t", 0, 1) not in cache and len(cache) == 2
-    assert cache.get(("t", 0, 0)) == b"a" and cache.get(("t", 0, 2)) == b"c"
+    assert cache.get(("t", 0, 0)) is a and cache.get(("t", 0, 2)) is c
+
+
+def test_a_full_tiles_nodes_are_the_subtree_roots():
+    hashes = [leaf_hash(bytes([i])) for i in range(256)]
+    tile = FullTile(b"".join(hashes))
+    for count in (1, 2, 4, 32, 128, 256):
+        for offset in range(0, 256, count):
+            assert tile.node(offset, count) == subtree_root(hashes[offset:offset + count])

@@ -9,7 +9,9 @@ hands the hashes back.
 
 A full tile never changes once written, so a process may keep it: a :class:`TileCache`
 (one per API process, on the app) holds recently read full tiles, and a proof whose
-tiles are all held, or at the right edge, reads nothing but the tree's head.
+tiles are all held, or at the right edge, reads nothing but the tree's head. A kept
+tile also keeps the nodes inside it once a proof has asked for one, so a node of a full
+tile is a lookup, not a rehash.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from trailseal.errors import OutOfRange
+from trailseal.integrity.hashing import node_hash
 from trailseal.integrity.proofs import NodeID, assemble, plan_consistency, plan_inclusion
 from trailseal.integrity.tiles import TILE_WIDTH, TreeState, subtree_root, tile_for_node
 from trailseal.reading.query import get_event
@@ -30,9 +33,28 @@ from trailseal.store import Role, scoped
 
 HASH = 32
 TILE_CACHE_TILES = 4096
-"""Full tiles a process keeps by default: 32 MiB of hashes."""
+"""Full tiles a process keeps by default: 32 MiB of hashes, 64 MiB with their nodes."""
 
 TileKey = tuple[str, int, int]
+
+
+class FullTile:
+    """A full tile's hashes and, once a proof asks, every node inside it (the tile's
+    256 hashes, their 128 parents, ... up to its root), so a node is a lookup."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._levels: list[list[bytes]] | None = None
+
+    def node(self, offset: int, count: int) -> bytes:
+        """The root of the perfect subtree over hashes ``offset .. offset + count``."""
+        if self._levels is None:
+            row = [self.data[i : i + HASH] for i in range(0, len(self.data), HASH)]
+            self._levels = [row]
+            while len(row) > 1:
+                row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)]
+                self._levels.append(row)
+        return self._levels[count.bit_length() - 1][offset // count]
 
 
 class TileCache:
@@ -40,7 +62,7 @@ class TileCache:
 
     def __init__(self, capacity: int = TILE_CACHE_TILES) -> None:
         self.capacity = capacity
-        self._tiles: OrderedDict[TileKey, bytes] = OrderedDict()
+        self._tiles: OrderedDict[TileKey, FullTile] = OrderedDict()
 
     def __contains__(self, key: object) -> bool:
         return key in self._tiles
@@ -48,14 +70,14 @@ class TileCache:
     def __len__(self) -> int:
         return len(self._tiles)
 
-    def get(self, key: TileKey) -> bytes | None:
+    def get(self, key: TileKey) -> FullTile | None:
         found = self._tiles.get(key)
         if found is not None:
             self._tiles.move_to_end(key)
         return found
 
-    def put(self, key: TileKey, hashes: bytes) -> None:
-        self._tiles[key] = hashes
+    def put(self, key: TileKey, tile: FullTile) -> None:
+        self._tiles[key] = tile
         self._tiles.move_to_end(key)
         while len(self._tiles) > self.capacity:
             self._tiles.popitem(last=False)
@@ -91,17 +113,17 @@ class Tree:
             edge = self.state.edge[level]
             return b"".join(edge[:width]) if width <= len(edge) else None
         full = await self._full_tiles([(level, index)])
-        data = full.get((level, index))
-        return None if data is None else data[: width * HASH]
+        found = full.get((level, index))
+        return None if found is None else found.data[: width * HASH]
 
     def _at_edge(self, level: int, index: int) -> bool:
         """Whether tile (level, index) is the partial one at the right edge (never full:
         a full tile's leaves all lie below the tree's size)."""
         return level < len(self.state.edge) and index == self.size // TILE_WIDTH ** (level + 1)
 
-    async def _full_tiles(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    async def _full_tiles(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], FullTile]:
         """The full tiles among ``keys``: from the cache, the rest in one query."""
-        found: dict[tuple[int, int], bytes] = {}
+        found: dict[tuple[int, int], FullTile] = {}
         missing: list[tuple[int, int]] = []
         for level, index in keys:
             held = self.cache.get((self.tenant, level, index))
@@ -117,9 +139,9 @@ class Tree:
                 ([k[0] for k in missing], [k[1] for k in missing], self.tenant),
             )
             for level, index, hashes in await cur.fetchall():
-                data = bytes(hashes)
-                found[(level, index)] = data
-                self.cache.put((self.tenant, level, index), data)
+                tile = FullTile(bytes(hashes))
+                found[(level, index)] = tile
+                self.cache.put((self.tenant, level, index), tile)
         return found
 
     async def entries(self, index: int, width: int) -> bytes | None:
@@ -148,14 +170,15 @@ class Tree:
         found: dict[NodeID, bytes] = {}
         for (level, index), parts in wanted.items():
             if self._at_edge(level, index):
-                data = b"".join(self.state.edge[level])
+                hashes = self.state.edge[level]
+                for node, offset, count in parts:
+                    found[node] = subtree_root(hashes[offset : offset + count])
             elif (level, index) in full:
-                data = full[(level, index)]
+                tile = full[(level, index)]
+                for node, offset, count in parts:
+                    found[node] = tile.node(offset, count)
             else:
                 raise OutOfRange(f"the tree has no tile {level}/{index}")
-            hashes = [data[i : i + HASH] for i in range(0, len(data), HASH)]
-            for node, offset, count in parts:
-                found[node] = subtree_root(hashes[offset : offset + count])
         return found
 
     def _check_size(self, size: int, name: str) -> None:
