@@ -21,7 +21,6 @@ if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent i
 
 import httpx
 from bench import common
-from pyinstrument import Profiler
 
 from trailseal.web.app import create_app
 
@@ -37,6 +36,9 @@ async def ask(env: common.Env, token: str, size: int, asks: int) -> str:
             answer = await client.get("/v1/log/proof/inclusion",
                                       params={"index": rng.randrange(size), "size": size})
             answer.raise_for_status()
+        from pyinstrument import Profiler  # the bench extra; imported here, so the
+        # script imports (tests/test_bench_imports.py) where only make test's extras are
+
         profiler = Profiler(async_mode="enabled")
         profiler.start()
         for _ in range(asks):
