@@ -9,6 +9,7 @@ description of the machine (what `bench/run.py` records with every result).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -17,6 +18,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -262,6 +264,23 @@ async def log_size(url: str, tenant: str) -> int:
             (tenant,))
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def script(doc: str, run: Callable[[Env, int], dict[str, Any]], *,
+           events: int = 20_000, repeat: int = 3) -> None:
+    """A benchmark module run on its own: ``--events`` and ``--repeat``, a fresh embedded
+    PostgreSQL in a temporary folder, the result printed as JSON."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--events", type=int, default=events)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = start(Path(tmp), args.repeat)
+        try:
+            out = run(env, args.events)
+        finally:
+            env.close()
+    print(json.dumps(out, indent=2))
 
 
 def start_server(url: str, tmp: Path) -> tuple[subprocess.Popen[str], str]:

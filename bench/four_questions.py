@@ -14,10 +14,7 @@ direct alternate query by query. Reproduce:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -141,17 +138,7 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = common.start(Path(tmp), args.repeat)
-        try:
-            out = run(env, args.events)
-        finally:
-            env.close()
-    print(json.dumps(out, indent=2))
+    common.script(__doc__ or NAME, run)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,11 @@ for each combination, which is run once per round. Reproduce:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -244,17 +242,7 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=SIZES["quick"])
-    parser.add_argument("--repeat", type=int, default=1)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = common.start(Path(tmp), args.repeat)
-        try:
-            out = run(env, args.events)
-        finally:
-            env.close()
-    print(json.dumps(out, indent=2))
+    common.script(__doc__ or NAME, run, events=SIZES["quick"], repeat=1)
 
 
 if __name__ == "__main__":
