@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 import httpx
+
+from trailseal.fsutil import write_once
 
 log = logging.getLogger(__name__)
 
@@ -28,25 +29,7 @@ class WormFolder:
     def put(self, name: str, data: bytes) -> bool:
         """Write ``data`` as ``name``; False if it exists with the same bytes already.
         Raises ``FileExistsError`` if it exists with other bytes."""
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        except FileExistsError:
-            if path.read_bytes() == data:
-                return False
-            raise
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(path, 0o444)  # whatever the umask made of it
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return True
+        return write_once(self.root / name, data)
 
     def get(self, name: str) -> bytes:
         return (self.root / name).read_bytes()

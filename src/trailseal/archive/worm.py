@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trailseal.errors import TrailsealError
+from trailseal.fsutil import write_once
 
 
 class WormError(TrailsealError):
@@ -87,20 +88,11 @@ class WormStore(Protocol):
 
 
 def _write_once(path: Path, data: bytes) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        return write_once(path, data)
     except FileExistsError:
-        if path.read_bytes() == data:
-            return False
         raise ObjectExists(f"{path.name} exists with other bytes; it is never overwritten")\
             from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(path, 0o444)  # whatever the umask made of it
-    return True
 
 
 def _replace(path: Path, text: str) -> None:
