@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import enum
 import logging
 import os
@@ -33,6 +34,7 @@ from trailseal.client import context
 from trailseal.client.diff import DEFAULT_REDACT, compute_changes, redact
 from trailseal.client.sender import Sender, Stats
 from trailseal.client.spool import SpoolWriter, claim_slot, read_ack, segments
+from trailseal.client.spool import pending as spool_pending
 from trailseal.ids import uuid7
 
 log = logging.getLogger("trailseal.client")
@@ -210,6 +212,19 @@ class AuditClient:
         self.sender.start()
         self._closed = False
 
+    def pending(self) -> int:
+        """Events this client recorded and has not delivered yet: its spool slot's
+        undelivered records plus those held in memory (the spool depth of ``/metrics``)."""
+        count = len(self.memory)
+        writer = self.writer
+        if writer is not None:
+            with writer.lock:
+                active, written = writer.path, writer.size
+            with contextlib.suppress(OSError):
+                count += sum(len(records) for _, records, _ in
+                             spool_pending(writer.slot.folder, active, written))
+        return count
+
     # -- recording ---------------------------------------------------------------------
 
     def record(
@@ -357,6 +372,7 @@ class AsyncAuditClient:
         self.client = AuditClient(url, token, spool_path, **options)
         self.record = self.client.record
         self.stats = self.client.stats
+        self.pending = self.client.pending
 
     async def flush(self, timeout: float = 10.0) -> bool:
         return await asyncio.to_thread(self.client.flush, timeout)
