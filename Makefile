@@ -22,7 +22,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# A C compiler builds trailseal.integrity._jcs (verify's quick canonical check); the
+# install goes on without one, and the tests then say the module is missing.
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/trailseal/integrity/_jcs.c
+	@command -v cc >/dev/null && $(BIN)/python -c 'import os, sysconfig, sys; \
+	  sys.exit(not os.path.exists(sysconfig.get_path("include") + "/Python.h"))' || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc python3-dev; }
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 

@@ -108,6 +108,10 @@ def test_the_container_image_runs_a_real_command():
     assert entrypoint == ["trailseal"]
     _check_command(cmd)
     assert last["USER"].split(":")[0] not in ("0", "root")
+    copied = {path for word, rest in instructions if word == "COPY" and "--from" not in rest
+              for path in rest.split()[:-1]}
+    for needed in ("pyproject.toml", "setup.py", "src"):  # what `pip install .` builds from
+        assert needed in copied and (ROOT / needed).exists(), needed
     for pair in shlex.split(last["ENV"]):
         name, _, value = pair.partition("=")
         if name.startswith("TRAILSEAL_"):

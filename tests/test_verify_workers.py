@@ -66,3 +66,17 @@ def test_a_killed_worker_is_taken_over_in_process(client, database_url, settings
     assert report.ok, report.finding
     assert report.events == 256
     assert "a verify worker process died" in caplog.text
+
+
+def test_a_worker_starts_light():
+    # A worker imports the program's main module: for `trailseal` that is the console
+    # script, which must not pull in every command (a second of imports per worker).
+    import subprocess
+    import sys
+
+    probe = ("import sys, trailseal.cli, trailseal.verify_read; "
+             "print(sorted(m for m in ('trailseal.verify', 'trailseal.web', 'pyarrow', "
+             "'httpx', 'typer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -40,18 +40,28 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-import psycopg
 from psycopg import AsyncConnection
 
 from trailseal.archive.segments import SegmentError, check_file, open_manifest
 from trailseal.archive.worm import ObjectMissing, WormError, WormStore
-from trailseal.integrity import GENESIS_CHAIN_HASH
 from trailseal.integrity import leaf_hash as compute_leaf_hash
 from trailseal.integrity.checkpoint import CheckpointError, open_checkpoint
 from trailseal.integrity.notes import NoteError, Verifier
-from trailseal.integrity.recompute import Recomputed, recompute
-from trailseal.integrity.tiles import TILE_WIDTH, TreeState
+from trailseal.integrity.recompute import Recomputed
+from trailseal.integrity.tiles import TreeState
 from trailseal.store import Role, scoped
+from trailseal.verify_read import (
+    EVENTS,
+    EVENTS_JOINED,
+    TILES,
+    Run,
+    read_run,
+    recompute_joined,
+    recompute_rows,
+    recorded_leaves,
+    tile_span,
+    with_previous,
+)
 from trailseal.witness import WormFolder, witnessed
 
 log = logging.getLogger(__name__)
@@ -59,16 +69,6 @@ log = logging.getLogger(__name__)
 _WINDOW = 8  # rows looked at past a mismatch to tell reordering from insertion or deletion
 _RUN = 8192  # rows read and recomputed together (a multiple of the tile width)
 _PARALLEL_FROM = 100_000  # events from which worker processes pay for their start
-
-_EVENTS = (
-    "SELECT seq, canonical, leaf_hash, chain_hash FROM trailseal.events"
-    " WHERE tenant = %s AND seq >= %s AND seq < %s ORDER BY seq"
-)
-_TILES = (
-    "SELECT idx, hashes FROM trailseal.tiles"
-    " WHERE tenant = %s AND level = 0 AND idx BETWEEN %s AND %s ORDER BY idx"
-)
-
 
 class Kind(StrEnum):
     """The kinds of tampering ``verify`` tells apart."""
@@ -120,34 +120,6 @@ class _Row(NamedTuple):
     chain_hash: bytes
 
 
-def _recorded(
-    start: int, end: int, tiles: list[tuple[int, bytes]], edge_start: int, edge: bytes
-) -> bytes:
-    """The recorded leaf hashes of seqs start .. end - 1, concatenated, from the level-0
-    tiles that cover them (``tiles``: index and hashes, in order) and the right edge
-    (the partial tile from ``edge_start``); shorter where the record ends."""
-    tiles_end = min(end, edge_start)
-    joined = b""
-    if start < tiles_end:
-        first = start // TILE_WIDTH
-        for idx, hashes in tiles:
-            if idx != first + len(joined) // (TILE_WIDTH * 32):
-                break  # a missing tile ends what is recorded
-            joined += bytes(hashes)
-        offset = (start - first * TILE_WIDTH) * 32
-        joined = joined[offset : offset + (tiles_end - start) * 32]
-        if len(joined) < (tiles_end - start) * 32:
-            return joined
-    if end > edge_start:
-        lo = max(start, edge_start) - edge_start
-        joined += edge[lo * 32 : (end - edge_start) * 32]
-    return joined
-
-
-def _tile_span(start: int, end: int) -> tuple[int, int]:
-    return start // TILE_WIDTH, (end - 1) // TILE_WIDTH
-
-
 class _Expected:
     """Leaf hashes as the sequencer recorded them (level-0 tiles and the right edge), to
     tell apart the kinds of departure. Not trusted as evidence: the recomputed tree is
@@ -165,25 +137,13 @@ class _Expected:
         tiles: list[tuple[int, bytes]] = []
         if start < min(end, self.edge_start):
             cur = await self.conn.execute(
-                _TILES, (self.tenant, *_tile_span(start, min(end, self.edge_start)))
+                TILES, (self.tenant, *tile_span(start, min(end, self.edge_start)))
             )
             tiles = await cur.fetchall()
-        return _recorded(start, end, tiles, self.edge_start, self.edge)
+        return recorded_leaves(start, end, tiles, self.edge_start, self.edge)
 
     async def leaf(self, seq: int) -> bytes | None:
         return await self.leaves(seq, 1) or None
-
-
-class _Run(NamedTuple):
-    """What the rows read for seqs [start, start + _RUN) recompute to."""
-
-    start: int
-    rows: int  # rows found
-    first_seq: int | None
-    broken: int | None  # the first row whose seq is not start + its index
-    found: int | None  # that row's seq
-    done: Recomputed
-    archived: bool = False  # read from a segment file, or taken from the record
 
 
 class _Gone(NamedTuple):
@@ -196,55 +156,6 @@ class _Gone(NamedTuple):
     manifest: str
     sha256: bytes
     expired: bool
-
-
-def _with_previous(raw: list[tuple[Any, ...]], start: int,
-                   previous: bytes | None) -> list[tuple[Any, ...]]:
-    """``raw`` with a stand-in for the row before ``start`` carrying ``previous`` (the
-    chain hash recorded for it), when that row left PostgreSQL."""
-    if previous is None or (raw and raw[0][0] == start - 1):
-        return raw
-    return [(start - 1, b"", b"", previous), *raw]
-
-
-def _recompute_run(start: int, raw: list[tuple[Any, ...]], recorded: bytes) -> _Run:
-    """Recompute the rows read for seq >= start - 1 (in seq order): those from ``start``
-    on, chaining from the chain hash of the one before."""
-    cut = next((i for i, row in enumerate(raw) if row[0] >= start), len(raw))
-    previous = raw[cut - 1][3] if cut else GENESIS_CHAIN_HASH
-    columns: list[list[Any]] = [list(c) for c in zip(*raw[cut:], strict=True)] or [[]] * 4
-    seqs, entries, leaves, chains = columns
-    broken = found = None
-    if seqs != list(range(start, start + len(seqs))):
-        broken = next(i for i, seq in enumerate(seqs) if seq != start + i)
-        found = seqs[broken]
-    done = recompute(entries, leaves, chains, previous, recorded, start)
-    return _Run(start, len(seqs), seqs[0] if seqs else None, broken, found, done)
-
-
-_worker_connection: psycopg.Connection[Any] | None = None
-
-
-def _read_run_elsewhere(url: str, tenant: str, start: int, end: int,
-                        edge_start: int, edge: bytes, previous: bytes | None = None) -> _Run:
-    """One run read and recomputed in a worker process, on a connection of its own."""
-    global _worker_connection
-    if _worker_connection is None:
-        _worker_connection = psycopg.connect(url)
-    conn = _worker_connection
-    with conn.transaction(), conn.cursor(binary=True) as cur:
-        cur.execute(
-            "SELECT set_config('role', %s, true), set_config('trailseal.tenant', %s, true)",
-            (Role.OWNER.value, tenant),
-        )
-        cur.execute(_EVENTS, (tenant, max(start - 1, 0), end))
-        raw = cur.fetchall()
-        tiles: list[tuple[int, bytes]] = []
-        if start < min(end, edge_start):
-            cur.execute(_TILES, (tenant, *_tile_span(start, min(end, edge_start))))
-            tiles = cur.fetchall()
-    return _recompute_run(start, _with_previous(raw, start, previous),
-                          _recorded(start, end, tiles, edge_start, edge))
 
 
 _Span = tuple[int, int, bytes | None, "_Gone | None"]  # lo, hi, chain before lo, gone segment
@@ -264,11 +175,11 @@ class _Runs:
             workers = (os.cpu_count() or 1) if rows >= _PARALLEL_FROM else 0
         self.pool = None
         if workers > 0 and database_url is not None:
-            # Workers fork from a server that has imported this module once: a fresh
+            # Workers fork from a server that has imported their module once: a fresh
             # interpreter each (unlike a plain fork, nothing of this process's threads
             # or connections is inherited), and quick to start.
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            context.set_forkserver_preload(["trailseal.verify_read"])
             self.pool = ProcessPoolExecutor(workers, mp_context=context)
         self.depth = 2 * workers
 
@@ -297,13 +208,13 @@ class _Runs:
             previous = None
         return spans
 
-    async def over(self, start: int, end: int) -> AsyncIterator[_Run]:
+    async def over(self, start: int, end: int) -> AsyncIterator[Run]:
         spans = self._spans(start, end)
         if self.pool is None or self.url is None:
             for span in spans:
                 yield await self._read(span)
             return
-        pending: deque[tuple[_Span, asyncio.Future[_Run] | None]] = deque()
+        pending: deque[tuple[_Span, asyncio.Future[Run] | None]] = deque()
         queued = iter(spans)
         while True:
             for span in queued:
@@ -319,20 +230,20 @@ class _Runs:
                 return
             yield await self._take(pending)
 
-    def _hand_out(self, span: _Span) -> asyncio.Future[_Run] | None:
+    def _hand_out(self, span: _Span) -> asyncio.Future[Run] | None:
         """The span given to a worker; None when the workers are gone (read it here)."""
         if self.pool is None or self.url is None:
             return None
         lo, hi, previous, _ = span
         try:
             return asyncio.get_running_loop().run_in_executor(
-                self.pool, _read_run_elsewhere, self.url, self.tenant, lo, hi,
+                self.pool, read_run, self.url, self.tenant, lo, hi,
                 self.expected.edge_start, self.expected.edge, previous)
         except BrokenProcessPool:
             self._abandon()
             return None
 
-    async def _take(self, pending: deque[tuple[_Span, asyncio.Future[_Run] | None]]) -> _Run:
+    async def _take(self, pending: deque[tuple[_Span, asyncio.Future[Run] | None]]) -> Run:
         """The next run in seq order. If the pool broke (a worker was killed, or ran out
         of memory), what it held is read in this process, and so is the rest."""
         span, future = pending.popleft()
@@ -349,13 +260,13 @@ class _Runs:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
 
-    async def _read(self, span: _Span) -> _Run:
+    async def _read(self, span: _Span) -> Run:
         lo, hi, previous, gone = span
         if gone is not None:
             return await self._read_gone(lo, hi, gone)
         return await self._read_run(lo, hi, previous)
 
-    async def _read_gone(self, start: int, end: int, gone: _Gone) -> _Run:
+    async def _read_gone(self, start: int, end: int, gone: _Gone) -> Run:
         """A run of a segment whose events left PostgreSQL: read from its file when the
         archive is at hand, otherwise the recorded leaves taken as they are."""
         recorded = await self.expected.leaves(start, end - start)
@@ -364,17 +275,21 @@ class _Runs:
             rows = await self.archive.rows(gone)
         if rows is None:
             leaves = [recorded[i : i + 32] for i in range(0, len(recorded), 32)]
-            return _Run(start, len(leaves), start, None, None,
+            return Run(start, len(leaves), start, None, None,
                         Recomputed(leaves, None, None, {}), archived=True)
         raw = [rows[0], *(r for r in rows[1:] if r[0] < end)]
-        return _recompute_run(start, raw, recorded)._replace(archived=True)
+        return recompute_rows(start, raw, recorded)._replace(archived=True)
 
-    async def _read_run(self, start: int, end: int, previous: bytes | None = None) -> _Run:
+    async def _read_run(self, start: int, end: int, previous: bytes | None = None) -> Run:
+        recorded = await self.expected.leaves(start, end - start)
         async with self.conn.cursor(binary=True) as cur:
-            await cur.execute(_EVENTS, (self.tenant, max(start - 1, 0), end))
+            await cur.execute(EVENTS_JOINED, (self.tenant, max(start - 1, 0), end))
+            run = recompute_joined(start, await cur.fetchone(), recorded, previous)
+            if run is not None:
+                return run
+            await cur.execute(EVENTS, (self.tenant, max(start - 1, 0), end))
             raw = await cur.fetchall()
-        return _recompute_run(start, _with_previous(raw, start, previous),
-                              await self.expected.leaves(start, end - start))
+        return recompute_rows(start, with_previous(raw, start, previous), recorded)
 
 
 class _ArchiveSource:
@@ -566,7 +481,7 @@ async def _verify(
                             "record")
             elif bad is not None:
                 cur = await conn.execute(
-                    _EVENTS + " LIMIT %s", (tenant, run.start + bad, end + _WINDOW, _WINDOW + 1)
+                    EVENTS + " LIMIT %s", (tenant, run.start + bad, end + _WINDOW, _WINDOW + 1)
                 )
                 await _classify([_Row(*r) for r in await cur.fetchall()], expected, report)
             if report.finding is not None:
@@ -578,7 +493,7 @@ async def _verify(
 
 
 def _take_run(
-    run: _Run, tree: TreeState, wanted_roots: set[int], roots: dict[int, bytes], report: Report
+    run: Run, tree: TreeState, wanted_roots: set[int], roots: dict[int, bytes], report: Report
 ) -> int | None:
     """Add a recomputed run to the tree, up to its first departure; return the index of
     a row that needs classifying, or None (a finding that needs none is flagged here)."""

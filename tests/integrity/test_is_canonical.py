@@ -1,14 +1,26 @@
-"""is_canonical: its quick path (msgspec, sorted keys) agrees with full canonicalisation."""
+"""is_canonical: its quick paths (the C module; msgspec with sorted keys) agree with
+full canonicalisation. Every test runs with the C module and without it."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trailseal.integrity import canonicalize
-from trailseal.integrity.canonical import _is_canonical_slowly, is_canonical
+from trailseal.integrity import canonical, canonicalize
+from trailseal.integrity.canonical import _is_canonical_slowly, first_not_canonical, is_canonical
+
+
+@pytest.fixture(autouse=True, scope="module", params=["with C", "without C"])
+def quick_path(request):
+    built = canonical._first_unconfirmed
+    assert built is not None, "the C module trailseal.integrity._jcs was not built"
+    if request.param == "without C":
+        canonical._first_unconfirmed = None
+    yield request.param
+    canonical._first_unconfirmed = built
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
@@ -97,3 +109,18 @@ def test_the_quick_path_agrees_with_the_full_one(value, at, spelling):
         return
     for candidate in (data, data[:at] + spelling + data[at:]):
         assert is_canonical(candidate) == _is_canonical_slowly(candidate), candidate
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, min_size=1, max_size=6), st.integers(0, 5), _spellings)
+def test_a_run_names_its_first_entry_that_is_not(values, which, spelling):
+    entries = []
+    for value in values:
+        try:
+            entries.append(canonicalize(value))
+        except ValueError:
+            return
+    which %= len(entries)
+    entries[which] = spelling + entries[which]
+    want = next((i for i, e in enumerate(entries) if not _is_canonical_slowly(e)), None)
+    assert first_not_canonical(entries) == want

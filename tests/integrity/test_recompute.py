@@ -28,7 +28,7 @@ def _run(start: int, end: int, entries=None, leaves=None, chains=None, recorded=
     chains = (chains or CHAINS)[start:end]
     previous = CHAINS[start - 1] if start else GENESIS_CHAIN_HASH
     recorded = b"".join(LEAVES[start:end]) if recorded is None else recorded
-    return recompute(entries, leaves, chains, previous, recorded, start)
+    return recompute(entries, b"".join(leaves), b"".join(chains), previous, recorded, start)
 
 
 @pytest.mark.parametrize(("start", "end", "tiles"), [
@@ -83,4 +83,5 @@ def test_a_chain_hash_that_differs():
 
 def test_lengths_must_agree():
     with pytest.raises(ValueError, match="differ in length"):
-        recompute(ENTRIES[:3], LEAVES[:2], CHAINS[:3], GENESIS_CHAIN_HASH, b"", 0)
+        recompute(ENTRIES[:3], b"".join(LEAVES[:2]), b"".join(CHAINS[:3]),
+                  GENESIS_CHAIN_HASH, b"", 0)

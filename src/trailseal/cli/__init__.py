@@ -1,38 +1,27 @@
-"""The ``trailseal`` command line: one module per command group."""
+"""The ``trailseal`` command line: one module per command group, gathered in
+``trailseal.cli.application``.
+
+Importing this package is light on purpose: a process that ``trailseal verify`` starts
+as a worker imports the program's main module, the console script, which imports only
+this; the commands are imported when ``main`` runs.
+"""
 
 from __future__ import annotations
 
-import typer
-
-from trailseal.cli import (
-    admin,
-    archive,
-    brokers,
-    forward,
-    integrity,
-    pipeline,
-    runbook,
-    selfaudit,
-    service,
-)
-
-app = typer.Typer(
-    name="trailseal",
-    help="trailseal: a self-hosted, tamper-evident audit log.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-service.register(app)
-admin.register(app)
-integrity.register(app)
-pipeline.register(app)
-brokers.register(app)
-forward.register(app)
-archive.register(app)
-selfaudit.register(app)
-runbook.register(app)
+from typing import Any
 
 
 def main() -> None:
     """Console entry point."""
+    from trailseal.cli.application import app
+
     app()
+
+
+def __getattr__(name: str) -> Any:
+    # ``from trailseal.cli import app`` keeps working, importing the commands then.
+    if name == "app":
+        from trailseal.cli.application import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

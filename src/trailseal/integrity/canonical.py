@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json.encoder
 import math
-import re
+import operator
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+
+_first_unconfirmed: Callable[[Sequence[bytes], int], int] | None
+try:  # the C module (optional at install): confirms the common case of canonical bytes
+    from trailseal.integrity._jcs import first_unconfirmed as _first_unconfirmed
+except ImportError:
+    _first_unconfirmed = None
 
 __all__ = [
     "MAX_SAFE_INTEGER",
@@ -258,7 +264,8 @@ def is_canonical(data: bytes) -> bool:
     """True when ``data`` is exactly the RFC 8785 form of the JSON value it holds.
 
     Most stored events hold no number that is not an integer of at most 15 digits and no
-    character outside the Basic Multilingual Plane; for those, msgspec's encoder with
+    character outside the Basic Multilingual Plane. For those, the C module (when it was
+    built) confirms the form in one pass over the bytes; otherwise msgspec's encoder with
     sorted keys writes exactly JCS (the same string escapes, integers, and key order:
     code points and UTF-16 units order BMP keys alike), so a decode and re-encode that
     gives the same bytes back settles it. Anything else takes the full
@@ -266,24 +273,47 @@ def is_canonical(data: bytes) -> bool:
     of the form), except by the interpreter's recursion limit: bytes nested too deeply
     to parse are not judged canonical.
     """
+    if _first_unconfirmed is not None and _first_unconfirmed((data,), 0) == 1:
+        return True
     return _round_trips(data) if _plain(data) else _is_canonical_slowly(data)
 
 
 def first_not_canonical(entries: Sequence[bytes]) -> int | None:
     """The index of the first of ``entries`` that ``is_canonical`` refuses, or None.
 
-    The same judgement as one ``is_canonical`` per entry, with the checks that choose
-    between the quick and the full path made once over the whole run."""
-    check = _round_trips if _plain(b"\n".join(entries)) else is_canonical
+    The same judgement as one ``is_canonical`` per entry, made for the whole run at
+    once where it can be: by the C module when it was built (it confirms the common case
+    in one pass over the bytes and leaves the rest to ``is_canonical``), else with the
+    checks that choose between the quick and the full path made once for the run, and
+    the quick path decoding, re-encoding and comparing entry after entry without coming
+    back to Python in between."""
+    if _first_unconfirmed is not None:
+        at = _first_unconfirmed(entries, 0)
+        while at < len(entries):
+            if not is_canonical(entries[at]):
+                return at
+            at = _first_unconfirmed(entries, at + 1)
+        return None
+    if _plain(b"\n".join(entries)):
+        try:
+            if all(map(operator.eq, map(_SORTED.encode, map(_NO_FLOATS.decode, entries)),
+                       entries)):
+                return None
+        except (_HasFloat, ValueError, RecursionError):
+            pass  # the entry that raised is found, and judged, below
+        check = _round_trips
+    else:
+        check = is_canonical
     return next((i for i, ok in enumerate(map(check, entries)) if not ok), None)
 
 
 def _plain(data: bytes) -> bool:
     # No character outside the BMP, and no run of 16 digits anywhere (in a string too,
-    # harmlessly): shorter integers are always exact, longer ones may be doubles.
-    return (data.isascii() or not _ASTRAL.search(data)) and (
-        _LONG_RUN not in data.translate(_DIGITS_TO_ZERO)
-    )
+    # harmlessly): shorter integers are always exact, longer ones may be doubles. One
+    # pass maps every digit to "0" and every lead byte of a 4-byte UTF-8 sequence (and
+    # the bytes UTF-8 never uses) to 0xFF.
+    marked = data.translate(_MARKS)
+    return b"\xff" not in marked and _LONG_RUN not in marked
 
 
 def _round_trips(data: bytes) -> bool:
@@ -314,9 +344,5 @@ def _refuse_float(text: str) -> float:
 
 _NO_FLOATS = msgspec.json.Decoder(float_hook=_refuse_float)
 _SORTED = msgspec.json.Encoder(order="sorted")
-_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_MARKS = bytes.maketrans(b"0123456789" + bytes(range(0xF0, 0x100)), b"0" * 10 + b"\xff" * 16)
 _LONG_RUN = b"0" * 16
-
-
-# Lead bytes of 4-byte UTF-8 sequences: characters outside the Basic Multilingual Plane.
-_ASTRAL = re.compile(rb"[\xf0-\xf4]")

@@ -37,39 +37,45 @@ class Recomputed:
 
 def recompute(
     entries: Sequence[bytes],
-    stored_leaves: Sequence[bytes],
-    stored_chains: Sequence[bytes],
+    stored_leaves: bytes,
+    stored_chains: bytes,
     previous: bytes,
     recorded: bytes,
     first_index: int,
 ) -> Recomputed:
     """Recompute ``entries``, the log's entries first_index, first_index + 1, ... in
-    order, against what was stored with them (``stored_leaves``, ``stored_chains``) and
-    recorded for their positions (``recorded``: concatenated leaf hashes, shorter where
-    the record ends); ``previous`` is the chain hash of the entry before the first."""
-    if not len(entries) == len(stored_leaves) == len(stored_chains):
+    order, against what was stored with them (``stored_leaves``, ``stored_chains``: the
+    leaf and chain hashes, concatenated) and recorded for their positions (``recorded``:
+    concatenated leaf hashes, shorter where the record ends); ``previous`` is the chain
+    hash of the entry before the first."""
+    if not len(stored_leaves) == len(stored_chains) == len(entries) * HASH_SIZE:
         raise ValueError("entries, stored leaves and stored chains differ in length")
     leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
+    joined_leaves = b"".join(leaves)
     first_bad_entry = None
     not_canonical = first_not_canonical(entries)
     if (
         not_canonical is not None
-        or leaves != list(stored_leaves)
-        or b"".join(leaves) != recorded[: len(leaves) * HASH_SIZE]
+        or joined_leaves != stored_leaves
+        or joined_leaves != recorded[: len(joined_leaves)]
     ):
         first_bad_entry = next(
             i for i, leaf in enumerate(leaves)
             if i == not_canonical
-            or leaf != stored_leaves[i]
+            or leaf != stored_leaves[i * HASH_SIZE : (i + 1) * HASH_SIZE]
             or leaf != recorded[i * HASH_SIZE : (i + 1) * HASH_SIZE]
         )
-    first_bad_chain = None
+    chains = []
     chain = previous
-    for i, leaf in enumerate(leaves):
+    for leaf in leaves:
         chain = sha256(chain + leaf).digest()
-        if chain != stored_chains[i]:
-            first_bad_chain = i
-            break
+        chains.append(chain)
+    first_bad_chain = None
+    if b"".join(chains) != stored_chains:
+        first_bad_chain = next(
+            i for i, chain in enumerate(chains)
+            if chain != stored_chains[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+        )
     tile_roots = {}
     first_tile = -(-first_index // TILE_WIDTH)
     for tile in range(first_tile, (first_index + len(leaves)) // TILE_WIDTH):

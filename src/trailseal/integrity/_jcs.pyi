@@ -1,0 +1,5 @@
+from collections.abc import Sequence
+
+def first_unconfirmed(entries: Sequence[bytes], start: int = 0, /) -> int:
+    """The index of the first of ``entries``, from ``start`` on, not confirmed canonical;
+    ``len(entries)`` when every one is."""
