@@ -1,15 +1,25 @@
-"""The C module's quick confirmation of canonical JSON: sound (what it confirms is
-canonical) and, within its subset, complete (every canonical entry there is confirmed,
-or `trailseal verify` would silently lose its speed)."""
+"""The C module's quick confirmation and writing of canonical JSON: sound (what it
+confirms is canonical; what it writes is what the Python code writes) and, within its
+subset, complete (every canonical entry there is confirmed and every value written, or
+verify and ingest would silently lose their speed)."""
 
 from __future__ import annotations
 
+import enum
+import sys
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trailseal.integrity import canonicalize
+from trailseal.integrity import canonical, canonicalize
+from trailseal.integrity._jcs import canonicalize as c_canonicalize
 from trailseal.integrity._jcs import first_unconfirmed
-from trailseal.integrity.canonical import _is_canonical_slowly, first_not_canonical
+from trailseal.integrity.canonical import (
+    CanonicalizationError,
+    _is_canonical_slowly,
+    first_not_canonical,
+)
 
 # Values in the subset: integers of at most 15 digits, no float, BMP text only.
 bmp_text = st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",)))
@@ -93,9 +103,73 @@ def test_runs_resume_after_an_entry_left_to_python():
 
 
 def test_it_takes_only_bytes():
-    import pytest
-
     with pytest.raises(TypeError):
         first_unconfirmed(["{}"])
     with pytest.raises(TypeError):
         first_unconfirmed(42)
+
+
+# -- writing -----------------------------------------------------------------------------
+
+def python_canonicalize(value, max_depth=64):
+    """What the Python code alone writes (or raises) for ``value``."""
+    built, canonical._c_canonicalize = canonical._c_canonicalize, None
+    try:
+        return canonicalize(value, max_depth=max_depth)
+    finally:
+        canonical._c_canonicalize = built
+
+
+@settings(max_examples=800, deadline=None)
+@given(any_values)
+def test_what_it_writes_is_what_python_writes(value):
+    written = c_canonicalize(value, 64)
+    try:
+        expected = python_canonicalize(value)
+    except CanonicalizationError:
+        assert written is None  # left to Python, which raises
+        return
+    assert written is None or written == expected
+    assert canonicalize(value) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(subset_values)
+def test_it_writes_every_value_in_its_subset(value):
+    assert c_canonicalize(value, 64) == python_canonicalize(value)
+
+
+def test_every_bmp_character_is_written_as_python_writes_it():
+    for code in range(0x10000):
+        char = chr(code)
+        value = {"k" + char: char, "a": [char]}
+        if 0xD800 <= code <= 0xDFFF:
+            assert c_canonicalize(value, 64) is None
+            continue
+        assert c_canonicalize(value, 64) == python_canonicalize(value), hex(code)
+
+
+class Level(enum.IntEnum):
+    HIGH = 1
+
+
+class Text(str):
+    pass
+
+
+def test_what_it_leaves_to_python_to_write_or_refuse():
+    for value in (1.5, 1.0, [2**53], [-(2**53)], {1: "a"}, {"\U0001f600": 1}, "\ud800",
+                  (1, 2), Level.HIGH, Text("a"), {"a": {1, 2}}, b"x", [[["deep"]]]):
+        depth = 2 if value == [[["deep"]]] else 64
+        assert c_canonicalize(value, depth) is None, value
+    assert c_canonicalize([2**53 - 1, -(2**53) + 1], 64) == b"[9007199254740991,-9007199254740991]"
+    assert c_canonicalize(["\U0001f600"], 64) == "[\"\U0001f600\"]".encode()  # values may
+    assert c_canonicalize([[["deep"]]], 3) == b'[[["deep"]]]'
+
+
+def test_deep_values_never_reach_the_c_stack():
+    value: list = []
+    for _ in range(50_000):
+        value = [value]
+    assert c_canonicalize(value, sys.maxsize) is None  # left to Python's recursion limit
+    assert c_canonicalize(value, 2**80) is None

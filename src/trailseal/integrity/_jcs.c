@@ -1,6 +1,10 @@
-/* Confirm that byte strings are RFC 8785 canonical JSON, quickly, for `trailseal verify`.
+/* RFC 8785 canonical JSON, the common case, quickly: confirming that bytes are canonical
+ * (for `trailseal verify`) and writing the canonical bytes of a value (for ingest).
  *
- * Sound, not complete: an entry is confirmed only when it is certainly the canonical
+ * Both are sound, not complete; what they do not take on is left to the Python code in
+ * trailseal.integrity.canonical, which judges and writes everything.
+ *
+ * Confirming: an entry is confirmed only when it is certainly the canonical
  * form of the value it holds. Anything outside the common subset (numbers with a
  * fraction, an exponent, "-0" or 16 digits and more; characters outside the Basic
  * Multilingual Plane; nesting deeper than MAX_DEPTH) and anything that is not canonical
@@ -246,6 +250,305 @@ confirmed(const char *data, Py_ssize_t size)
     return value(&c, 0) && c.p == c.end;
 }
 
+/* -- writing ---------------------------------------------------------------------------
+ *
+ * canonicalize(value, max_depth) writes the exact types dict (str keys), list, str, int
+ * (within ±(2**53 - 1)), bool and None, nested at most max_depth containers deep, as
+ * RFC 8785 does (and at most MAX_DEPTH). Anything else — a float (ECMAScript's number format), a subclass, a key
+ * outside the Basic Multilingual Plane (UTF-16 order), a lone surrogate, an integer out
+ * of range, nesting too deep — returns None, and the Python code writes the value or
+ * raises its precise error. No Python code runs while a value is written: exact types
+ * only, so nothing can change the value under the writer.
+ */
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+    int on_heap; /* buf starts on the caller's stack and moves to the heap to grow */
+} out_t;
+
+#define DEFER 0
+#define DONE 1
+#define FAILED (-1)
+
+static int
+reserve(out_t *o, Py_ssize_t n)
+{
+    if (o->len + n <= o->cap)
+        return DONE;
+    Py_ssize_t cap = o->cap;
+    while (cap < o->len + n) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return FAILED;
+        }
+        cap *= 2;
+    }
+    char *grown = o->on_heap ? PyMem_Realloc(o->buf, cap) : PyMem_Malloc(cap);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return FAILED;
+    }
+    if (!o->on_heap)
+        memcpy(grown, o->buf, o->len);
+    o->buf = grown;
+    o->cap = cap;
+    o->on_heap = 1;
+    return DONE;
+}
+
+static int
+put(out_t *o, const char *s, Py_ssize_t n)
+{
+    if (reserve(o, n) != DONE)
+        return FAILED;
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    return DONE;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+/* 1 for the ASCII characters a JSON string must escape: controls, `"` and `\`. */
+static const unsigned char ESCAPED[128] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* '\\' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
+static int
+write_str(out_t *o, PyObject *s, int is_key)
+{
+    if (PyUnicode_READY(s) < 0)
+        return FAILED;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (is_key && kind == PyUnicode_4BYTE_KIND)
+        return DEFER; /* holds a character outside the BMP: UTF-16 order differs */
+    /* At most 6 bytes out per character (\u00xx), plus the quotes. */
+    if (n > (PY_SSIZE_T_MAX - 2) / 6 || reserve(o, n * 6 + 2) != DONE)
+        return FAILED;
+    char *w = o->buf + o->len;
+    *w++ = '"';
+    Py_ssize_t i = 0;
+    if (PyUnicode_IS_ASCII(s)) {
+        /* The common case: copy the run of characters that need no escape at once. */
+        const unsigned char *a = data;
+        while (i < n && !ESCAPED[a[i]])
+            i++;
+        memcpy(w, a, i);
+        w += i;
+    }
+    for (; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 0x80) {
+            if (!ESCAPED[c]) {
+                *w++ = (char)c;
+                continue;
+            }
+            *w++ = '\\';
+            switch (c) {
+            case '"': *w++ = '"'; break;
+            case '\\': *w++ = '\\'; break;
+            case 0x08: *w++ = 'b'; break;
+            case 0x0c: *w++ = 'f'; break;
+            case 0x0a: *w++ = 'n'; break;
+            case 0x0d: *w++ = 'r'; break;
+            case 0x09: *w++ = 't'; break;
+            default:
+                *w++ = 'u'; *w++ = '0'; *w++ = '0';
+                *w++ = HEX[c >> 4]; *w++ = HEX[c & 0xf];
+            }
+        } else if (c < 0x800) {
+            *w++ = (char)(0xc0 | (c >> 6));
+            *w++ = (char)(0x80 | (c & 0x3f));
+        } else if (c < 0x10000) {
+            if (c >= 0xd800 && c <= 0xdfff)
+                return DEFER; /* a lone surrogate: no UTF-8 form */
+            *w++ = (char)(0xe0 | (c >> 12));
+            *w++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *w++ = (char)(0x80 | (c & 0x3f));
+        } else {
+            *w++ = (char)(0xf0 | (c >> 18));
+            *w++ = (char)(0x80 | ((c >> 12) & 0x3f));
+            *w++ = (char)(0x80 | ((c >> 6) & 0x3f));
+            *w++ = (char)(0x80 | (c & 0x3f));
+        }
+    }
+    *w++ = '"';
+    o->len = w - o->buf;
+    return DONE;
+}
+
+static int write_value(out_t *o, PyObject *v, int depth, int max_depth);
+
+/* Code-point order of two exact str keys of the BMP, which is their UTF-16 order. */
+static int
+key_order(PyObject *x, PyObject *y)
+{
+    if (PyUnicode_KIND(x) == PyUnicode_1BYTE_KIND && PyUnicode_KIND(y) == PyUnicode_1BYTE_KIND) {
+        Py_ssize_t nx = PyUnicode_GET_LENGTH(x), ny = PyUnicode_GET_LENGTH(y);
+        int c = memcmp(PyUnicode_DATA(x), PyUnicode_DATA(y), nx < ny ? nx : ny);
+        return c ? c : (nx > ny) - (nx < ny);
+    }
+    return PyUnicode_Compare(x, y); /* exact str: no Python code runs */
+}
+
+#define SMALL_DICT 32
+
+static int
+write_dict(out_t *o, PyObject *d, int depth, int max_depth)
+{
+    if (depth > max_depth)
+        return DEFER;
+    Py_ssize_t n = PyDict_GET_SIZE(d);
+    PyObject *small[2 * SMALL_DICT];
+    PyObject **pairs = small;
+    if (n > SMALL_DICT) {
+        pairs = PyMem_Malloc(sizeof(PyObject *) * 2 * n);
+        if (pairs == NULL) {
+            PyErr_NoMemory();
+            return FAILED;
+        }
+    }
+    int result = DONE;
+    /* Borrowed references: no Python code runs until the dict is written, so it cannot
+     * change underneath. Keys in order by insertion sort (events have a handful). */
+    Py_ssize_t pos = 0, count = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(d, &pos, &key, &item)) {
+        if (!PyUnicode_CheckExact(key) || PyUnicode_READY(key) < 0 ||
+            PyUnicode_KIND(key) == PyUnicode_4BYTE_KIND) {
+            result = DEFER; /* not a str, or a key outside the BMP: UTF-16 order differs */
+            goto done;
+        }
+        Py_ssize_t at = count++;
+        while (at > 0 && key_order(pairs[2 * (at - 1)], key) > 0) {
+            pairs[2 * at] = pairs[2 * (at - 1)];
+            pairs[2 * at + 1] = pairs[2 * (at - 1) + 1];
+            at--;
+        }
+        pairs[2 * at] = key;
+        pairs[2 * at + 1] = item;
+    }
+    if (PyErr_Occurred()) {
+        result = FAILED;
+        goto done;
+    }
+    if (put(o, "{", 1) != DONE) {
+        result = FAILED;
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (i && put(o, ",", 1) != DONE) {
+            result = FAILED;
+            goto done;
+        }
+        result = write_str(o, pairs[2 * i], 1);
+        if (result != DONE)
+            goto done;
+        if (put(o, ":", 1) != DONE) {
+            result = FAILED;
+            goto done;
+        }
+        result = write_value(o, pairs[2 * i + 1], depth + 1, max_depth);
+        if (result != DONE)
+            goto done;
+    }
+    result = put(o, "}", 1);
+done:
+    if (pairs != small)
+        PyMem_Free(pairs);
+    return result;
+}
+
+static int
+write_list(out_t *o, PyObject *l, int depth, int max_depth)
+{
+    if (depth > max_depth)
+        return DEFER;
+    if (put(o, "[", 1) != DONE)
+        return FAILED;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(l); i++) {
+        if (i && put(o, ",", 1) != DONE)
+            return FAILED;
+        int result = write_value(o, PyList_GET_ITEM(l, i), depth + 1, max_depth);
+        if (result != DONE)
+            return result;
+    }
+    return put(o, "]", 1);
+}
+
+static int
+write_value(out_t *o, PyObject *v, int depth, int max_depth)
+{
+    if (v == Py_None)
+        return put(o, "null", 4);
+    if (v == Py_True)
+        return put(o, "true", 4);
+    if (v == Py_False)
+        return put(o, "false", 5);
+    if (PyUnicode_CheckExact(v))
+        return write_str(o, v, 0);
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred())
+            return FAILED;
+        if (overflow || x > 9007199254740991LL || x < -9007199254740991LL)
+            return DEFER;
+        char digits[24];
+        int n = snprintf(digits, sizeof digits, "%lld", x);
+        return put(o, digits, n);
+    }
+    if (PyDict_CheckExact(v))
+        return write_dict(o, v, depth, max_depth);
+    if (PyList_CheckExact(v))
+        return write_list(o, v, depth, max_depth);
+    return DEFER;
+}
+
+PyDoc_STRVAR(canonicalize_doc,
+"canonicalize(value, max_depth, /) -> bytes | None\n\n"
+"The RFC 8785 bytes of value, or None when the Python code must write it (or refuse it).");
+
+static PyObject *
+py_canonicalize(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "canonicalize(value, max_depth)");
+        return NULL;
+    }
+    int overflow = 0;
+    long max_depth = PyLong_AsLongAndOverflow(args[1], &overflow);
+    if (max_depth == -1 && PyErr_Occurred())
+        return NULL;
+    /* The writer recurses on the C stack: deeper values are left to the Python code. */
+    if (overflow > 0 || max_depth > MAX_DEPTH)
+        max_depth = MAX_DEPTH;
+    if (Py_EnterRecursiveCall(" in canonicalize"))
+        return NULL;
+    char first[8192];
+    out_t o = {first, 0, sizeof first, 0};
+    int result = write_value(&o, args[0], 1, (int)max_depth);
+    Py_LeaveRecursiveCall();
+    PyObject *answer = NULL;
+    if (result == DONE)
+        answer = PyBytes_FromStringAndSize(o.buf, o.len);
+    else if (result == DEFER)
+        answer = Py_NewRef(Py_None);
+    if (o.on_heap)
+        PyMem_Free(o.buf);
+    return answer;
+}
+
 PyDoc_STRVAR(first_unconfirmed_doc,
 "first_unconfirmed(entries, start=0, /) -> int\n\n"
 "The index of the first of entries (bytes), from start on, not confirmed canonical;\n"
@@ -284,6 +587,8 @@ first_unconfirmed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
+    {"canonicalize", (PyCFunction)(void (*)(void))py_canonicalize, METH_FASTCALL,
+     canonicalize_doc},
     {"first_unconfirmed", (PyCFunction)(void (*)(void))first_unconfirmed, METH_FASTCALL,
      first_unconfirmed_doc},
     {NULL, NULL, 0, NULL},
@@ -291,7 +596,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_jcs",
-    "Confirm RFC 8785 canonical JSON quickly (sound, not complete).", -1, methods,
+    "RFC 8785 canonical JSON, the common case, quickly (sound, not complete).", -1, methods,
 };
 
 PyMODINIT_FUNC

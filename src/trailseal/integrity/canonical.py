@@ -18,10 +18,12 @@ from typing import Any
 import msgspec
 
 _first_unconfirmed: Callable[[Sequence[bytes], int], int] | None
-try:  # the C module (optional at install): confirms the common case of canonical bytes
+_c_canonicalize: Callable[[object, int], bytes | None] | None
+try:  # the C module (optional at install): the common case, confirmed and written quickly
+    from trailseal.integrity._jcs import canonicalize as _c_canonicalize
     from trailseal.integrity._jcs import first_unconfirmed as _first_unconfirmed
 except ImportError:
-    _first_unconfirmed = None
+    _first_unconfirmed = _c_canonicalize = None
 
 __all__ = [
     "MAX_SAFE_INTEGER",
@@ -69,6 +71,12 @@ def canonicalize(value: object, *, max_depth: int = DEFAULT_MAX_DEPTH) -> bytes:
     ±(2**53 - 1), lone surrogates, non-str object keys, unsupported types, and
     nesting beyond `max_depth`.
     """
+    if _c_canonicalize is not None:
+        # The C module writes the common case (no float, BMP keys, integers in range,
+        # exact JSON types) and leaves the rest, errors included, to the code below.
+        written = _c_canonicalize(value, max_depth)
+        if written is not None:
+            return written
     out: list[str] = []
     _encode(value, out, 1, max_depth)
     text = "".join(out)

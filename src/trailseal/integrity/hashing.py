@@ -46,7 +46,9 @@ def chain_hash(previous: bytes, leaf: bytes) -> bytes:
     Both inputs must be 32-byte digests; anything else raises ValueError, since a
     short or long input would still hash and silently break verification later.
     """
-    for name, digest in (("previous", previous), ("leaf", leaf)):
-        if len(digest) != HASH_SIZE:
-            raise ValueError(f"{name} must be {HASH_SIZE} bytes, got {len(digest)}")
-    return sha256(previous + leaf).digest()
+    joined = previous + leaf
+    if len(joined) != 2 * HASH_SIZE or len(leaf) != HASH_SIZE:
+        for name, digest in (("previous", previous), ("leaf", leaf)):
+            if len(digest) != HASH_SIZE:
+                raise ValueError(f"{name} must be {HASH_SIZE} bytes, got {len(digest)}")
+    return sha256(joined).digest()

@@ -271,7 +271,7 @@ class TreeState:
         computed elsewhere from these same leaves; they are used instead of rehashing.
         """
         leaves = leaf_hashes if isinstance(leaf_hashes, list | tuple) else list(leaf_hashes)
-        if any(len(h) != HASH_SIZE for h in leaves):
+        if leaves and set(map(len, leaves)) != {HASH_SIZE}:
             bad = next(h for h in leaves if len(h) != HASH_SIZE)
             raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(bad)}")
         completed: list[FullTile] = []
