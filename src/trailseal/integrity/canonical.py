@@ -29,6 +29,7 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "CanonicalizationError",
     "canonicalize",
+    "canonicalize_quickly",
     "first_not_canonical",
     "is_canonical",
     "parse_canonical",
@@ -61,6 +62,15 @@ class CanonicalizationError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.message} at {_show_path(self.path)}"
+
+
+def canonicalize_quickly(value: object, max_depth: int = DEFAULT_MAX_DEPTH) -> bytes | None:
+    """``canonicalize(value)`` when the C module takes the value whole — exact JSON
+    types, no float, keys in the Basic Multilingual Plane, no lone surrogate, integers
+    within ±(2**53 - 1), containers nested at most ``max_depth`` deep — else None (also
+    when the module was not built). Never raises for the value: a quick test that a
+    value has a canonical form, and that form."""
+    return None if _c_canonicalize is None else _c_canonicalize(value, max_depth)
 
 
 def canonicalize(value: object, *, max_depth: int = DEFAULT_MAX_DEPTH) -> bytes:
