@@ -229,3 +229,17 @@ def test_a_full_tiles_nodes_are_the_subtree_roots():
     for count in (1, 2, 4, 32, 128, 256):
         for offset in range(0, 256, count):
             assert tile.node(offset, count) == subtree_root(hashes[offset:offset + count])
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/log/checkpoint", "/v1/log/key", "/v1/log/tile/0/000.p/1",
+    "/v1/log/proof/inclusion?index=0&size=1", "/v1/log/proof/consistency?from=1&to=2",
+    "/v1/events",
+])
+def test_reads_in_the_keys_own_transaction_still_demand_a_live_read_key(client, grown, path):
+    # These reads authenticate the key in the reader transaction they then read in.
+    tenant, _ = grown
+    assert client.get(path, headers=tenant.auth("read")).status_code == 200
+    assert client.get(path, headers=tenant.auth("ingest")).status_code == 403
+    assert client.get(path, headers={"Authorization": "Bearer ts_unknown"}).status_code == 401
+    assert client.get(path).status_code == 401

@@ -144,13 +144,23 @@ async def revoke_key(conn: AsyncConnection, tenant: str, key_id: uuid.UUID) -> N
 
 async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
     """The principal a bearer token stands for, or None."""
+    async with scoped(conn, Role.READER):
+        return await authenticate_here(conn, token)
+
+
+async def authenticate_here(conn: AsyncConnection, token: str) -> Principal | None:
+    """``authenticate`` inside the caller's open transaction, which acts as
+    trailseal_reader or trailseal_ingest. When the token is good, the transaction's tenant
+    (``trailseal.tenant``) becomes its key's in the same statement, so what the
+    transaction reads next is that tenant's rows and no other's."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    async with scoped(conn, Role.READER):
-        cur = await conn.execute(
-            "SELECT tenant, key_id, scopes FROM trailseal.authenticate(%s)", (token_hash(token),)
-        )
-        row = await cur.fetchone()
+    cur = await conn.execute(
+        "SELECT tenant, key_id, scopes, set_config('trailseal.tenant', tenant, true)"
+        " FROM trailseal.authenticate(%s)",
+        (token_hash(token),),
+    )
+    row = await cur.fetchone()
     if row is None:
         return None
     return Principal(row[0], row[1], frozenset(row[2]))

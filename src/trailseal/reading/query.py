@@ -272,20 +272,37 @@ async def query_events(
     """One page of ``tenant``'s events matching ``flt``: newest first by (occurred_at,
     seq), or oldest first with ``order="asc"``. ``after`` is the ``next_cursor`` of the
     page before; it must come from the same tenant, filters and order."""
+    async with scoped(conn, Role.READER, tenant):
+        return await read_page(conn, tenant, flt, limit=limit, cursor_key=cursor_key,
+                               after=after, order=order, warm=warm)
+
+
+async def read_page(
+    conn: AsyncConnection,
+    tenant: str,
+    flt: EventFilter,
+    *,
+    limit: int,
+    cursor_key: bytes,
+    after: str | None = None,
+    order: Order = "desc",
+    warm: Warm | None = None,
+) -> Page:
+    """``query_events`` on ``conn`` in the caller's reader transaction, scoped to
+    ``tenant`` already (the API's, in which the key was authenticated)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise _invalid("limit", f"must be between 1 and {MAX_LIMIT}")
     query = _cursor_query(flt, order)
     position = cursor.decode(cursor_key, tenant, query, after) if after is not None else None
     statement, params = select_events(tenant, flt, order=order, after=position, limit=limit + 1)
-    async with scoped(conn, Role.READER, tenant):
-        cur = await conn.execute(statement, params)
-        rows = await cur.fetchall()
-        if warm is not None:  # events that left PostgreSQL, from their segments
-            from trailseal.reading.warm import merge
+    cur = await conn.execute(statement, params)
+    rows = await cur.fetchall()
+    if warm is not None:  # events that left PostgreSQL, from their segments
+        from trailseal.reading.warm import merge
 
-            found = await warm.rows(conn, tenant, flt, order=order, after=position,
-                                    limit=limit + 1)
-            rows = list(merge(rows, found, order))[: limit + 1]
+        found = await warm.rows(conn, tenant, flt, order=order, after=position,
+                                limit=limit + 1)
+        rows = list(merge(rows, found, order))[: limit + 1]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 
 from trailseal import ingest
 from trailseal.errors import BadJSON
-from trailseal.reading.query import EventFilter, get_event, query_events, sequenced
+from trailseal.reading.query import EventFilter, get_event, read_page, sequenced
 from trailseal.tenants import Principal
-from trailseal.web.auth import require
+from trailseal.web.auth import Reading, reading, require
 from trailseal.web.filters import Paging, event_filter, paging, problem_responses
 from trailseal.web.meta import EVENT_READ, note_read
 from trailseal.web.problems import Problem
@@ -168,7 +168,7 @@ async def _wait_sequenced(
 )
 async def list_events(
     request: Request,
-    who: Annotated[Principal, Depends(require("read"))],
+    read: Annotated[Reading, Depends(reading())],
     flt: Annotated[EventFilter, Depends(event_filter)],
     page: Annotated[Paging, Depends(paging)],
 ) -> Any:
@@ -176,12 +176,12 @@ async def list_events(
     (`occurred_at`, `seq`) order; pass `next_cursor` back as `cursor` for the next page.
     The meta-audit's own `audit.*` events are left out unless `include_meta=true` or
     `action` names them."""
-    note = note_read(request, who, "audit.events.queried", flt.asked())
-    async with request.app.state.pool.connection() as conn:
-        found = await query_events(
-            conn, who.tenant, flt, limit=page.limit, cursor_key=request.app.state.cursor_key,
-            after=page.cursor, order=page.order, warm=request.app.state.warm,
-        )
+    note = note_read(request, read.who, "audit.events.queried", flt.asked())
+    found = await read_page(
+        read.conn, read.who.tenant, flt, limit=page.limit,
+        cursor_key=request.app.state.cursor_key, after=page.cursor, order=page.order,
+        warm=request.app.state.warm,
+    )
     note.count = len(found.events)
     return {"events": found.events, "next_cursor": found.next_cursor}
 

@@ -19,9 +19,8 @@ from pydantic import BaseModel
 
 from trailseal.integrity.tiles import parse_tile_path
 from trailseal.reading.tree import b64, latest_checkpoint, open_tree, receipt, verifier_keys
-from trailseal.store import Role, transaction
 from trailseal.tenants import Principal
-from trailseal.web.auth import require
+from trailseal.web.auth import Reading, reading, require
 from trailseal.web.events import find_event
 from trailseal.web.meta import PROOF_READ, RECEIPT_READ, note_log_read, note_read
 from trailseal.web.problems import Problem
@@ -44,12 +43,9 @@ def _no_checkpoint() -> Problem:
 
 @router.get("/log/checkpoint", response_class=PlainTextResponse,
             summary="The latest signed checkpoint (C2SP tlog-checkpoint)")
-async def checkpoint(
-    request: Request, who: Annotated[Principal, Depends(require("read"))]
-) -> Response:
-    note_log_read(request, who, "checkpoint")
-    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        found = await latest_checkpoint(conn, who.tenant)
+async def checkpoint(request: Request, read: Annotated[Reading, Depends(reading())]) -> Response:
+    note_log_read(request, read.who, "checkpoint")
+    found = await latest_checkpoint(read.conn, read.who.tenant)
     if found is None:
         raise _no_checkpoint()
     return PlainTextResponse(found.note, headers=_SHORT)
@@ -57,17 +53,16 @@ async def checkpoint(
 
 @router.get("/log/key", response_class=PlainTextResponse,
             summary="The verifier key(s) checkpoints are signed with, one per line")
-async def key(request: Request, who: Annotated[Principal, Depends(require("read"))]) -> Response:
-    note_log_read(request, who, "key")
-    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        keys = await verifier_keys(conn)
+async def key(request: Request, read: Annotated[Reading, Depends(reading())]) -> Response:
+    note_log_read(request, read.who, "key")
+    keys = await verifier_keys(read.conn)
     return PlainTextResponse("".join(k + "\n" for k in keys), headers=_SHORT)
 
 
 @router.get("/log/tile/{path:path}", summary="A C2SP tile or entry bundle",
             responses={200: {"content": {"application/octet-stream": {}}}})
 async def tile(
-    request: Request, path: str, who: Annotated[Principal, Depends(require("read"))]
+    request: Request, path: str, read: Annotated[Reading, Depends(reading())]
 ) -> Response:
     """``tile/<L>/<N>[.p/<W>]`` (hashes) or ``tile/entries/<N>[.p/<W>]`` (each event's
     canonical bytes after a big-endian uint16 length)."""
@@ -75,13 +70,12 @@ async def tile(
         ref = parse_tile_path("tile/" + path)
     except ValueError as exc:
         raise Problem(404, "not-found", "Not found", f"no such tile: {exc}") from None
-    note_log_read(request, who, "entries" if ref.level is None else "tiles")
-    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        tree = await open_tree(conn, who.tenant, request.app.state.tile_cache)
-        if ref.level is None:
-            data = await tree.entries(ref.index, ref.width)
-        else:
-            data = await tree.tile(ref.level, ref.index, ref.width)
+    note_log_read(request, read.who, "entries" if ref.level is None else "tiles")
+    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache)
+    if ref.level is None:
+        data = await tree.entries(ref.index, ref.width)
+    else:
+        data = await tree.tile(ref.level, ref.index, ref.width)
     if data is None:
         raise Problem(404, "not-found", "Not found", "the log has no such tile (yet)")
     return Response(data, media_type="application/octet-stream", headers=_IMMUTABLE)
@@ -91,15 +85,14 @@ async def tile(
             summary="RFC 6962 inclusion proof of leaf `index` in the tree of `size`")
 async def inclusion(
     request: Request,
-    who: Annotated[Principal, Depends(require("read"))],
+    read: Annotated[Reading, Depends(reading())],
     index: int,
     size: int,
 ) -> Any:
-    note = note_read(request, who, PROOF_READ, {"proof": "inclusion", "index": index,
-                                                "size": size})
-    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        tree = await open_tree(conn, who.tenant, request.app.state.tile_cache)
-        proof = await tree.inclusion_proof(index, size)
+    note = note_read(request, read.who, PROOF_READ, {"proof": "inclusion", "index": index,
+                                                     "size": size})
+    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache)
+    proof = await tree.inclusion_proof(index, size)
     note.count = 1
     return {"index": index, "size": size, "hashes": b64(proof)}
 
@@ -108,14 +101,14 @@ async def inclusion(
             summary="RFC 6962 consistency proof from the tree of `from` to that of `to`")
 async def consistency(
     request: Request,
-    who: Annotated[Principal, Depends(require("read"))],
+    read: Annotated[Reading, Depends(reading())],
     from_: Annotated[int, Query(alias="from")],
     to: int,
 ) -> Any:
-    note = note_read(request, who, PROOF_READ, {"proof": "consistency", "from": from_, "to": to})
-    async with transaction(request.app.state.pool, Role.READER, who.tenant) as conn:
-        tree = await open_tree(conn, who.tenant, request.app.state.tile_cache)
-        proof = await tree.consistency_proof(from_, to)
+    note = note_read(request, read.who, PROOF_READ,
+                     {"proof": "consistency", "from": from_, "to": to})
+    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache)
+    proof = await tree.consistency_proof(from_, to)
     note.count = 1
     return {"from": from_, "to": to, "hashes": b64(proof)}
 
