@@ -85,3 +85,15 @@ def test_lengths_must_agree():
     with pytest.raises(ValueError, match="differ in length"):
         recompute(ENTRIES[:3], b"".join(LEAVES[:2]), b"".join(CHAINS[:3]),
                   GENESIS_CHAIN_HASH, b"", 0)
+
+
+def test_stored_hashes_of_the_wrong_length_are_departures_not_errors():
+    from trailseal.verify_read import recompute_rows
+
+    raw = [(i, ENTRIES[i], LEAVES[i], CHAINS[i]) for i in range(299, 400)]
+    raw[11] = (310, ENTRIES[310], LEAVES[310][:31], CHAINS[310])  # seq 310's leaf cut short
+    run = recompute_rows(300, raw, b"".join(LEAVES[300:400]))
+    assert run.done.first_bad_entry == 10
+    raw = [(i, ENTRIES[i], LEAVES[i], CHAINS[i]) for i in range(299, 400)]
+    raw[21] = (320, ENTRIES[320], LEAVES[320], CHAINS[320] + b"x")  # seq 320's chain, longer
+    assert recompute_rows(300, raw, b"".join(LEAVES[300:400])).done.first_bad_chain == 20
