@@ -22,6 +22,13 @@
 
 #define MAX_DEPTH 64
 
+/* Strings are always ready from Python 3.12 on; before, a legacy one may need it. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define READY(s) 0
+#else
+#define READY(s) PyUnicode_READY(s)
+#endif
+
 typedef struct {
     const unsigned char *p;
     const unsigned char *end;
@@ -325,7 +332,7 @@ static const unsigned char ESCAPED[128] = {
 static int
 write_str(out_t *o, PyObject *s, int is_key)
 {
-    if (PyUnicode_READY(s) < 0)
+    if (READY(s) < 0)
         return FAILED;
     Py_ssize_t n = PyUnicode_GET_LENGTH(s);
     int kind = PyUnicode_KIND(s);
@@ -424,7 +431,7 @@ write_dict(out_t *o, PyObject *d, int depth, int max_depth)
     Py_ssize_t pos = 0, count = 0;
     PyObject *key, *item;
     while (PyDict_Next(d, &pos, &key, &item)) {
-        if (!PyUnicode_CheckExact(key) || PyUnicode_READY(key) < 0 ||
+        if (!PyUnicode_CheckExact(key) || READY(key) < 0 ||
             PyUnicode_KIND(key) == PyUnicode_4BYTE_KIND) {
             result = DEFER; /* not a str, or a key outside the BMP: UTF-16 order differs */
             goto done;
