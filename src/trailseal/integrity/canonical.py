@@ -293,6 +293,10 @@ def is_canonical(data: bytes) -> bool:
     """
     if _first_unconfirmed is not None and _first_unconfirmed((data,), 0) == 1:
         return True
+    return _is_canonical_in_python(data)
+
+
+def _is_canonical_in_python(data: bytes) -> bool:
     return _round_trips(data) if _plain(data) else _is_canonical_slowly(data)
 
 
@@ -307,8 +311,8 @@ def first_not_canonical(entries: Sequence[bytes]) -> int | None:
     back to Python in between."""
     if _first_unconfirmed is not None:
         at = _first_unconfirmed(entries, 0)
-        while at < len(entries):
-            if not is_canonical(entries[at]):
+        while at < len(entries):  # the C module left this one to the Python path
+            if not _is_canonical_in_python(entries[at]):
                 return at
             at = _first_unconfirmed(entries, at + 1)
         return None
