@@ -260,12 +260,12 @@ def prepare(
 _INSERT = """
 WITH input AS (
     SELECT * FROM unnest(
-        %(id)s::uuid[], %(occurred_at)s::timestamptz[], %(actor_type)s::text[],
-        %(actor_id)s::text[], %(actor_name)s::text[], %(action)s::text[],
-        %(target_type)s::text[], %(target_id)s::text[], %(target_name)s::text[],
-        %(outcome)s::text[], %(ip)s::inet[], %(request_id)s::text[],
-        %(correlation_id)s::text[], %(service)s::text[], %(source)s::text[],
-        %(source_seq)s::bigint[], %(canonical)s::bytea[], %(leaf_hash)s::bytea[]
+        %(id)b::uuid[], %(occurred_at)b::timestamptz[], %(actor_type)b::text[],
+        %(actor_id)b::text[], %(actor_name)b::text[], %(action)b::text[],
+        %(target_type)b::text[], %(target_id)b::text[], %(target_name)b::text[],
+        %(outcome)b::text[], %(ip)b::inet[], %(request_id)b::text[],
+        %(correlation_id)b::text[], %(service)b::text[], %(source)b::text[],
+        %(source_seq)b::bigint[], %(canonical)b::bytea[], %(leaf_hash)b::bytea[]
     ) WITH ORDINALITY AS t(id, occurred_at, actor_type, actor_id, actor_name, action,
                            target_type, target_id, target_name, outcome, ip, request_id,
                            correlation_id, service, source, source_seq, canonical,

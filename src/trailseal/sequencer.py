@@ -44,7 +44,7 @@ _LOCK_CLASS = 0x7365_7175  # advisory lock namespace for sequencing ("sequ")
 
 _MOVE = """
 WITH moved AS (
-    DELETE FROM trailseal.inbox WHERE tenant = %(tenant)s AND pos = ANY(%(pos)s)
+    DELETE FROM trailseal.inbox WHERE tenant = %(tenant)s AND pos = ANY(%(pos)b::bigint[])
     RETURNING *
 )
 INSERT INTO trailseal.events (
@@ -56,7 +56,7 @@ SELECT m.tenant, c.seq, m.id, m.occurred_at, m.received_at, m.actor_type, m.acto
        m.request_id, m.correlation_id, m.service, m.source, m.source_seq, m.canonical,
        m.leaf_hash, c.chain_hash
 FROM moved m
-JOIN unnest(%(pos)s::bigint[], %(seq)s::bigint[], %(chain)s::bytea[])
+JOIN unnest(%(pos)b::bigint[], %(seq)b::bigint[], %(chain)b::bytea[])
      AS c(pos, seq, chain_hash) USING (pos)
 ORDER BY c.seq
 """
@@ -86,7 +86,7 @@ ON CONFLICT (tenant, source) DO UPDATE SET
 _INSERT_TILES = """
 INSERT INTO trailseal.tiles (tenant, level, idx, hashes, root)
 SELECT %(tenant)s, t.level, t.idx, t.hashes, t.root
-FROM unnest(%(level)s::smallint[], %(idx)s::bigint[], %(hashes)s::bytea[], %(root)s::bytea[])
+FROM unnest(%(level)b::smallint[], %(idx)b::bigint[], %(hashes)b::bytea[], %(root)b::bytea[])
      AS t(level, idx, hashes, root)
 """
 

@@ -134,7 +134,7 @@ class Tree:
         if missing:
             cur = await self.conn.execute(
                 "SELECT t.level, t.idx, t.hashes FROM trailseal.tiles t"
-                " JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx)"
+                " JOIN unnest(%b::smallint[], %b::bigint[]) AS w(level, idx)"
                 " ON t.level = w.level AND t.idx = w.idx WHERE t.tenant = %s",
                 ([k[0] for k in missing], [k[1] for k in missing], self.tenant),
             )
