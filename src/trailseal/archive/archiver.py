@@ -198,9 +198,12 @@ class Archiver:
             policy = await policy_for(conn, tenant, self.default_preset)
             held = await _tenant_held(conn, tenant)
         retain_until = _whole_second(max(r["received_at"] for r in chosen) + policy.retain)
-        built = seal(tenant, chosen, chain_before=chain_before,
-                     checkpoint=(checkpoint[0], bytes(checkpoint[1])),
-                     retain_until=retain_until, created_at=now, signer=self.signer)
+        # Building and checking a segment is CPU work (Parquet, zstd, SHA-256) mostly
+        # outside the GIL: in a thread, it leaves the event loop to the API and sequencer.
+        built = await asyncio.to_thread(
+            seal, tenant, chosen, chain_before=chain_before,
+            checkpoint=(checkpoint[0], bytes(checkpoint[1])),
+            retain_until=retain_until, created_at=now, signer=self.signer)
         built = await asyncio.to_thread(self._put, built, held,
                                         note_row[0] if note_row else None, checkpoint[0])
         async with scoped(conn, Role.ARCHIVER, tenant):
@@ -292,8 +295,7 @@ class Archiver:
         """Read the segment back from the store, check it against its manifest and the
         log's leaf hashes, and record it as verified; False (logged) if it differs."""
         try:
-            data = await asyncio.to_thread(self.store.get, m.file)
-            rows = check_file(data, m)
+            rows = await asyncio.to_thread(lambda: check_file(self.store.get(m.file), m))
         except (WormError, SegmentError, OSError) as exc:
             log.error("segment %s of %s did not verify: %s", m.first_seq, tenant, exc)
             return False
