@@ -31,7 +31,7 @@ from trailseal.errors import InvalidInput, NotFound
 from trailseal.reading.query import EventFilter
 from trailseal.tenants import Principal, live_key
 from trailseal.web import sessions
-from trailseal.web.filters import event_filter
+from trailseal.web.filters import FilterParams, event_filter
 from trailseal.web.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -353,18 +353,19 @@ async def search_form(params: Mapping[str, str], now: datetime | None = None) ->
         since = ((now or datetime.now(UTC)) - preset[1]).isoformat()
         until = None
     try:
-        form.flt = await event_filter(
-            actor_id=values.get("actor_id"), actor_type=values.get("actor_type"),  # type: ignore[arg-type]
+        # The limits and choices above were checked already: no validation again.
+        form.flt = await event_filter(FilterParams.model_construct(
+            actor_id=values.get("actor_id"), actor_type=values.get("actor_type"),
             target_type=values.get("target_type"), target_id=values.get("target_id"),
             action=[values["action"]] if "action" in values else None,
-            outcome=values.get("outcome"),  # type: ignore[arg-type]
+            outcome=values.get("outcome"),
             ip=values.get("ip"),
             since=as_rfc3339(since) if since else None,
             until=as_rfc3339(until) if until else None,
             correlation_id=values.get("correlation_id"), request_id=values.get("request_id"),
             service=values.get("service"), q=values.get("q"),
             include_meta=values.get("include_meta") == "true",
-        )
+        ))
     except Problem as exc:
         for problem in exc.errors:
             form.errors[problem.path.removeprefix("query.")] = problem.message
