@@ -3,11 +3,13 @@ and entry bundles that recompute the root, proofs that verify, receipts, witness
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import stat
 
+import psycopg
 import pytest
 
 from tests.support import an_event
@@ -23,7 +25,8 @@ from trailseal.integrity.tiles import (
     subtree_root,
     tile_path,
 )
-from trailseal.reading.tree import FullTile, TileCache
+from trailseal.reading.tree import FullTile, TileCache, inclusion_plan, open_tree
+from trailseal.store import Role, scoped
 from trailseal.witness import WormFolder, checkpoint_name
 
 
@@ -138,6 +141,8 @@ def test_inclusion_and_consistency_proofs_verify(client, grown):
     ("consistency", {"from": 0, "to": 10}),
     ("consistency", {"from": 20, "to": 10}),
     ("consistency", {"from": 1, "to": 701}),
+    ("inclusion", {"index": 0, "size": 2**63}),  # past PostgreSQL's bigint: still a 400
+    ("consistency", {"from": 1, "to": 2**70}),
 ])
 def test_out_of_range_proofs_are_400(client, grown, path, params):
     tenant, _ = grown
@@ -243,3 +248,33 @@ def test_reads_in_the_keys_own_transaction_still_demand_a_live_read_key(client, 
     assert client.get(path, headers=tenant.auth("ingest")).status_code == 403
     assert client.get(path, headers={"Authorization": "Bearer ts_unknown"}).status_code == 401
     assert client.get(path).status_code == 401
+
+
+def test_a_proof_reads_its_tiles_with_the_head_in_one_statement(client, grown, database_url):
+    tenant, sent = grown
+    root = _checkpoint(client, tenant)[1].root_hash
+    cache = TileCache()
+
+    async def proof(index: int) -> tuple[list[bytes], int]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            statements = 0
+            execute = conn.execute
+
+            async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+                nonlocal statements
+                statements += 1
+                return await execute(*args, **kwargs)
+
+            async with scoped(conn, Role.READER, tenant.name):
+                conn.execute = counted  # type: ignore[method-assign]
+                tree = await open_tree(conn, tenant.name, cache, plan=inclusion_plan(index, 700))
+                hashes = await tree.inclusion_proof(index, 700)
+                conn.execute = execute  # type: ignore[method-assign]
+            return hashes, statements
+
+    event = client.get(f"/v1/events/{sent[3]['id']}", headers=tenant.auth()).json()
+    for _ in range(2):  # full tile 0/0 read with the head, then from the cache
+        hashes, statements = asyncio.run(proof(3))
+        assert statements == 1
+        assert ((tenant.name, 0, 0) in cache) is True
+        verify_inclusion(bytes.fromhex(event["leaf_hash"]), 3, 700, hashes, root)

@@ -26,7 +26,13 @@ from psycopg import AsyncConnection
 
 from trailseal.errors import OutOfRange
 from trailseal.integrity.hashing import node_hash
-from trailseal.integrity.proofs import NodeID, assemble, plan_consistency, plan_inclusion
+from trailseal.integrity.proofs import (
+    NodeID,
+    ProofPlan,
+    assemble,
+    plan_consistency,
+    plan_inclusion,
+)
 from trailseal.integrity.tiles import TILE_WIDTH, TreeState, subtree_root, tile_for_node
 from trailseal.reading.query import get_event
 from trailseal.store import Role, scoped
@@ -101,6 +107,7 @@ class Tree:
         self.tenant = tenant
         self.state = state
         self.cache = cache if cache is not None else TileCache(0)
+        self.read: dict[tuple[int, int], FullTile] = {}  # read with the head
 
     @property
     def size(self) -> int:
@@ -126,7 +133,7 @@ class Tree:
         found: dict[tuple[int, int], FullTile] = {}
         missing: list[tuple[int, int]] = []
         for level, index in keys:
-            held = self.cache.get((self.tenant, level, index))
+            held = self.read.get((level, index)) or self.cache.get((self.tenant, level, index))
             if held is None:
                 missing.append((level, index))
             else:
@@ -202,16 +209,51 @@ class Tree:
         return assemble(plan, await self.node_hashes(plan.node_ids()))
 
 
-async def open_tree(conn: AsyncConnection, tenant: str,
-                    cache: TileCache | None = None) -> Tree:
+_MAX_SIZE = 1 << 63  # a tree size PostgreSQL's bigint can hold
+
+
+def inclusion_plan(index: int, size: int) -> ProofPlan | None:
+    """The plan of the inclusion proof of ``index`` in the tree of ``size``; None for
+    numbers no tree here has (the proof refuses them with its own message)."""
+    return plan_inclusion(index, size) if 0 <= index < size < _MAX_SIZE else None
+
+
+def consistency_plan(size1: int, size2: int) -> ProofPlan | None:
+    """As :func:`inclusion_plan`, for the consistency proof from ``size1`` to ``size2``."""
+    return plan_consistency(size1, size2) if 1 <= size1 <= size2 < _MAX_SIZE else None
+
+
+_HEAD = "SELECT tree_size, edge FROM trailseal.log_heads WHERE tenant = %s"
+_HEAD_AND_TILES = """
+SELECT h.tree_size, h.edge, t.level, t.idx, t.hashes
+FROM trailseal.log_heads h
+LEFT JOIN (trailseal.tiles t JOIN unnest(%b::smallint[], %b::bigint[]) AS w(level, idx)
+           ON t.level = w.level AND t.idx = w.idx) ON t.tenant = h.tenant
+WHERE h.tenant = %s
+"""
+
+
+async def open_tree(conn: AsyncConnection, tenant: str, cache: TileCache | None = None,
+                    *, plan: ProofPlan | None = None) -> Tree:
     """The tenant's tree as of now; call inside a reader transaction. ``cache``, if
-    given, keeps the full tiles read for the next tree."""
-    cur = await conn.execute(
-        "SELECT tree_size, edge FROM trailseal.log_heads WHERE tenant = %s", (tenant,)
-    )
-    row = await cur.fetchone()
-    state = TreeState() if row is None else TreeState.from_bytes(row[0], bytes(row[1]))
-    return Tree(conn, tenant, state, cache)
+    given, keeps the full tiles read for the next tree. With the ``plan`` of the proof
+    about to be asked, the full tiles it needs that ``cache`` lacks are read in the same
+    statement as the head (a proof is then one round trip to PostgreSQL, not two)."""
+    keys = set() if plan is None else {tile_for_node(node)[:2] for node in plan.node_ids()}
+    wanted = sorted(k for k in keys if cache is None or (tenant, *k) not in cache)
+    if wanted:
+        cur = await conn.execute(
+            _HEAD_AND_TILES, ([k[0] for k in wanted], [k[1] for k in wanted], tenant))
+    else:
+        cur = await conn.execute(_HEAD, (tenant,))
+    rows = await cur.fetchall()
+    state = TreeState() if not rows else TreeState.from_bytes(rows[0][0], bytes(rows[0][1]))
+    tree = Tree(conn, tenant, state, cache)
+    for row in rows if wanted else ():
+        if row[2] is not None:  # a tile the tree has full (the others are at its edge)
+            tree.read[(row[2], row[3])] = tile = FullTile(bytes(row[4]))
+            tree.cache.put((tenant, row[2], row[3]), tile)
+    return tree
 
 
 async def latest_checkpoint(conn: AsyncConnection, tenant: str) -> CheckpointRow | None:

@@ -18,7 +18,15 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
 
 from trailseal.integrity.tiles import parse_tile_path
-from trailseal.reading.tree import b64, latest_checkpoint, open_tree, receipt, verifier_keys
+from trailseal.reading.tree import (
+    b64,
+    consistency_plan,
+    inclusion_plan,
+    latest_checkpoint,
+    open_tree,
+    receipt,
+    verifier_keys,
+)
 from trailseal.tenants import Principal
 from trailseal.web.auth import Reading, reading, require
 from trailseal.web.events import find_event
@@ -91,7 +99,8 @@ async def inclusion(
 ) -> Any:
     note = note_read(request, read.who, PROOF_READ, {"proof": "inclusion", "index": index,
                                                      "size": size})
-    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache)
+    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache,
+                           plan=inclusion_plan(index, size))
     proof = await tree.inclusion_proof(index, size)
     note.count = 1
     return {"index": index, "size": size, "hashes": b64(proof)}
@@ -107,7 +116,8 @@ async def consistency(
 ) -> Any:
     note = note_read(request, read.who, PROOF_READ,
                      {"proof": "consistency", "from": from_, "to": to})
-    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache)
+    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache,
+                           plan=consistency_plan(from_, to))
     proof = await tree.consistency_proof(from_, to)
     note.count = 1
     return {"from": from_, "to": to, "hashes": b64(proof)}
