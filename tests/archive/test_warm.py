@@ -9,9 +9,10 @@ import time
 from datetime import timedelta
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from tests.archive.support import archiver, fill, month_end, retention, seal
 from tests.support import free_port, run
@@ -20,6 +21,7 @@ from trailseal.reading.query import EventFilter, query_events
 from trailseal.reading.targets import state_at
 from trailseal.reading.warm import Warm
 from trailseal.settings import Settings
+from trailseal.store import migrate
 from trailseal.tenants import create_key
 from trailseal.web.app import create_app
 
@@ -57,20 +59,27 @@ async def _state(url, warm, at):
         return await state_at(conn, "acme", "document", "d_2", at, warm=warm)
 
 
-@pytest.fixture
-def moved(own_database, signer, store, clock, tmp_path):
-    """Twelve events, of which the first ten left PostgreSQL (their month was dropped)
-    and two arrived in a later month and are still hot; answers before the move."""
-    run(fill(own_database, signer, "acme", 5, clock(), target={"type": "document", "id": "d_1"},
+def _fill_and_move(url, signer, store, clock):
+    """Twelve events of acme: ten sealed in a month that is then dropped, two hot in a
+    later month. Returns the later time (the clock is left there)."""
+    run(fill(url, signer, "acme", 5, clock(), target={"type": "document", "id": "d_1"},
              context={"ip": "10.1.2.3"}))
-    run(fill(own_database, signer, "acme", 5, clock(), action="user.role.updated",
+    run(fill(url, signer, "acme", 5, clock(), action="user.role.updated",
              actor={"type": "user", "id": "u_1", "name": "Alice"},
              target={"type": "document", "id": "d_2"},
              changes={"status": {"before": "draft", "after": "final"}}))
     later = month_end(clock.now) + timedelta(days=100)
-    run(fill(own_database, signer, "acme", 2, later, target={"type": "document", "id": "d_2"},
+    run(fill(url, signer, "acme", 2, later, target={"type": "document", "id": "d_2"},
              context={"ip": "10.1.9.9"}))
-    run(seal(own_database, archiver(store, signer, clock, max_events=10), "acme"))
+    run(seal(url, archiver(store, signer, clock, max_events=10), "acme"))
+    return later
+
+
+@pytest.fixture
+def moved(own_database, signer, store, clock, tmp_path):
+    """Twelve events, of which the first ten left PostgreSQL (their month was dropped)
+    and two arrived in a later month and are still hot; answers before the move."""
+    later = _fill_and_move(own_database, signer, store, clock)
     before = {(i, order): run(_pages(own_database, flt, order, None))
               for i, flt in enumerate(FILTERS) for order in ("asc", "desc")}
     exported = run(_export(own_database, None))
@@ -79,6 +88,43 @@ def moved(own_database, signer, store, clock, tmp_path):
     report = run(retention(own_database, store, clock))
     assert report.dropped
     return before, exported, Warm(store, tmp_path / "cache"), state
+
+
+def _marked(url: str) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT first_seq, kind FROM trailseal.segment_events WHERE kind = 'dropped'"
+            " ORDER BY 1").fetchall()
+
+
+def test_dropping_a_month_marks_its_segments_warm_in_the_same_transaction(own_database,
+                                                                           moved):
+    # The month's one segment (seqs 0..9) is marked; nothing of the kept month is.
+    assert _marked(own_database) == [(0, "dropped")]
+    with psycopg.connect(own_database) as conn:
+        conn.execute("SET ROLE trailseal_archiver")
+        for call in ("drop_events_partition_checked(now(), now())", "mark_dropped(now(), now())"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(f"SELECT trailseal.{call}")
+
+
+def test_segments_of_a_month_dropped_before_the_marks_existed_are_marked_on_upgrade(
+        database_url, signer, store, clock, tmp_path):
+    name = f"trailseal_warm_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
+    try:
+        migrate.migrate(url, target=8)
+        clock.now = _fill_and_move(url, signer, store, clock)
+        assert run(retention(url, store, clock)).dropped  # as version 8 dropped it
+        migrate.migrate(url)
+        assert _marked(url) == [(0, "dropped")]
+        found = run(_pages(url, EventFilter(), "asc", Warm(store, tmp_path / "cache")))
+        assert len(found) == 12
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_queries_read_warm_segments_with_the_same_results(own_database, moved):

@@ -88,6 +88,7 @@ FUNCTION_GRANTS = {
     "create_events_partition": {SEQUENCER},
     "pending_tenants": {SEQUENCER},
     "drop_events_partition": {ARCHIVER},
+    "drop_events_partition_checked": set(),  # only through drop_events_partition
     "log_health": {READER, SEQUENCER},
 }
 

@@ -2,7 +2,8 @@
 files with DuckDB, with the same filters and order as the hot rows, so the query API and
 exports answer over both tiers alike.
 
-A segment is warm when its month's partition was dropped and it has not expired. Those
+A segment is warm when its month's partition was dropped (``drop_events_partition``
+records a ``dropped`` segment event, migration 0009) and it has not expired. Those
 that overlap the asked time range (by their recorded occurred_at bounds) are fetched
 from the write-once store into a local cache (checked against their recorded SHA-256),
 and one DuckDB query over them applies the filters, the keyset position and the order.
@@ -37,12 +38,12 @@ Row = tuple[Any, ...]  # seq, occurred_at, canonical, leaf_hash, chain_hash
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _WARM = """
-SELECT s.object_key, s.file_sha256 FROM trailseal.segments s
-WHERE s.tenant = %s
+SELECT s.object_key, s.file_sha256
+FROM trailseal.segment_events d
+JOIN trailseal.segments s ON s.tenant = d.tenant AND s.first_seq = d.first_seq
+WHERE d.tenant = %s AND d.kind = 'dropped'
   AND (%s::timestamptz IS NULL OR s.max_occurred_at >= %s)
   AND (%s::timestamptz IS NULL OR s.min_occurred_at < %s)
-  AND to_regclass('trailseal.events_' || to_char(s.min_received_at AT TIME ZONE 'UTC',
-                  'YYYY_MM')) IS NULL
   AND NOT EXISTS (SELECT 1 FROM trailseal.segment_events v WHERE v.tenant = s.tenant
                   AND v.first_seq = s.first_seq AND v.kind = 'expired')
 ORDER BY s.first_seq
