@@ -1,10 +1,14 @@
 """The event model: UUIDv7, time normalisation, the stored document."""
 
+import ipaddress
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from trailseal.ids import uuid7
-from trailseal.model import EventV1, format_time, stored_document
+from trailseal.model import EventV1, _valid_ip, format_time, stored_document
 
 
 def test_uuid7_layout():
@@ -46,3 +50,34 @@ def test_stored_document_has_every_top_level_field_and_only_set_subfields():
         "outcome": {"status": "success"},
         "metadata": {},
     }
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_every_ipv4_address_in_normal_form_is_kept_as_written(number):
+    text = str(ipaddress.IPv4Address(number))
+    assert _valid_ip(text) == text
+
+
+def _by_ipaddress(text: str) -> str | None:
+    """The model's rule without its quick path; None for a refused address."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        return None
+    return str(address)
+
+
+@given(st.one_of(
+    st.text(alphabet="0123456789.:abcdefx% \x00", max_size=24),
+    st.builds(lambda n, pad: ".".join(f"{int(p):0{pad}d}" for p in
+                                      str(ipaddress.IPv4Address(n)).split(".")),
+              st.integers(0, 2**32 - 1), st.integers(1, 3)),
+))
+def test_the_quick_path_for_addresses_agrees_with_ipaddress(text):
+    try:
+        found = _valid_ip(text)
+    except ValueError:
+        found = None
+    assert found == _by_ipaddress(text)

@@ -12,6 +12,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv6Address, ip_address
+from socket import AF_INET, inet_ntop, inet_pton
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -64,6 +65,14 @@ def _to_utc_ms(value: datetime) -> datetime:
 
 
 def _valid_ip(value: str) -> str:
+    """The address in its normal text form. A dotted quad that is already normal (most
+    are) passes through the C library's parser and printer; the rest through
+    ``ipaddress``, whose messages and normal forms are the rule."""
+    try:
+        if inet_ntop(AF_INET, inet_pton(AF_INET, value)) == value:
+            return value
+    except (OSError, ValueError):
+        pass
     address = ip_address(value)
     if isinstance(address, IPv6Address) and address.scope_id:
         raise ValueError("must not carry an IPv6 zone id (%...)")
