@@ -3,14 +3,18 @@ both orders through a server-side cursor, and the replay of changes."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg import AsyncConnection
 
 from tests.support import Tenant, an_event, run
 from trailseal.errors import InvalidInput
-from trailseal.reading.query import EventFilter, iter_events
+from trailseal.integrity import canonicalize
+from trailseal.reading.query import EventFilter, Page, event_json, event_view, iter_events
 from trailseal.reading.targets import replay
 from trailseal.store import Role, scoped
 
@@ -79,3 +83,25 @@ def test_iter_events_streams_every_event_in_either_order(client, database_url, t
     page = client.get("/v1/events", params={"action": "job.*", "order": "asc", "limit": 9},
                       headers=tenant.auth("read")).json()
     assert page["events"] == oldest_first
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                              max_size=4),
+    max_leaves=12)
+_DOCUMENTS = st.dictionaries(
+    st.text(max_size=12).filter(lambda k: k not in ("seq", "leaf_hash", "chain_hash")),
+    _VALUES, max_size=6)
+
+
+@given(_DOCUMENTS, st.integers(0, 2**62), st.binary(min_size=32, max_size=32),
+       st.none() | st.text(max_size=40))
+def test_a_page_written_around_the_canonical_bytes_is_the_api_form(document, seq, leaf,
+                                                                     after):
+    row = (seq, None, canonicalize(document), leaf, leaf[::-1])
+    assert json.loads(event_json(row)) == event_view(row)
+    page = Page([row, row], after)
+    assert json.loads(page.json()) == {"events": [event_view(row)] * 2, "next_cursor": after}
+    assert json.loads(Page([], None).json()) == {"events": [], "next_cursor": None}

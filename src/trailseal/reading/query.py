@@ -145,10 +145,23 @@ class EventFilter:
 
 @dataclass(frozen=True)
 class Page:
-    """One page of events and the cursor of the next, if any."""
+    """One page of events (as stored: seq, occurred_at, canonical, leaf and chain hash)
+    and the cursor of the next, if any."""
 
-    events: list[dict[str, Any]]
+    rows: list[tuple[Any, ...]]
     next_cursor: str | None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The page's events in their API form (:func:`event_view`)."""
+        return [event_view(row) for row in self.rows]
+
+    def json(self) -> bytes:
+        """The page as ``GET /v1/events`` answers it: ``{"events": [...],
+        "next_cursor": ...}``, each event by :func:`event_json`."""
+        after = b"null" if self.next_cursor is None else json.dumps(self.next_cursor).encode()
+        return b'{"events":[%s],"next_cursor":%s}' % (
+            b",".join(event_json(row) for row in self.rows), after)
 
 
 def event_view(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -159,6 +172,17 @@ def event_view(row: tuple[Any, ...]) -> dict[str, Any]:
     document["leaf_hash"] = bytes(leaf).hex()
     document["chain_hash"] = bytes(chain).hex()
     return document
+
+
+def event_json(row: tuple[Any, ...]) -> bytes:
+    """:func:`event_view` as JSON, written around the stored canonical bytes rather than
+    parsed and written again: the document's members as they were hashed, then seq and
+    the hex hashes (names a stored document never has)."""
+    seq, _, canonical, leaf, chain = row
+    document = bytes(canonical)
+    return b'%s%s"seq":%d,"leaf_hash":"%s","chain_hash":"%s"}' % (
+        document[:-1], b"," if len(document) > 2 else b"", seq,
+        bytes(leaf).hex().encode(), bytes(chain).hex().encode())
 
 
 def like_escape(text: str) -> str:
@@ -308,7 +332,7 @@ async def read_page(
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = cursor.encode(cursor_key, tenant, query, last[1], last[0])
-    return Page([event_view(row) for row in rows], next_cursor)
+    return Page(rows, next_cursor)
 
 
 async def stream_rows(

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
 from pydantic import BaseModel
 
@@ -182,8 +182,10 @@ async def list_events(
         cursor_key=request.app.state.cursor_key, after=page.cursor, order=page.order,
         warm=request.app.state.warm,
     )
-    note.count = len(found.events)
-    return {"events": found.events, "next_cursor": found.next_cursor}
+    note.count = len(found.rows)
+    # The documented EventsPage, written around the stored canonical bytes (no parse,
+    # no model, no second JSON encoding of the same events).
+    return Response(found.json(), media_type="application/json")
 
 
 @router.get("/events/{event_id}", summary="One event by id")
