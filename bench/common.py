@@ -288,11 +288,15 @@ def script(doc: str, run: Callable[[Env, int], dict[str, Any]], *,
     print(json.dumps(out, indent=2))
 
 
-def start_server(url: str, tmp: Path) -> tuple[subprocess.Popen[str], str]:
-    """`trailseal serve` on ``url``, with the run's signing key and origin."""
-    port = 18000 + os.getpid() % 1000
+def start_server(url: str, tmp: Path, *, port: int | None = None,
+                 source: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+    """`trailseal serve` on ``url``, with the run's signing key and origin; the code of
+    another checkout's ``src`` folder when ``source`` is given."""
+    port = port or 18000 + os.getpid() % 1000
     env = {**os.environ, "TRAILSEAL_DATABASE_URL": url, "TRAILSEAL_LOG_ORIGIN": ORIGIN,
            "TRAILSEAL_POOL_MAX_SIZE": "16"}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     server = subprocess.Popen(
         [sys.executable, "-m", "trailseal", "serve", "--port", str(port),
          "--data-dir", str(tmp)],
