@@ -5,6 +5,9 @@ A change to a read path is often worth a fraction of a millisecond, less than wh
 shared machine drifts between two runs. Here both versions answer side by side: for each
 ask, the same request goes to the "before" server and to the "after" server (this
 checkout), in alternating order, and each answer's `Server-Timing: app;dur=` is kept.
+Neither server runs the sequencer or the archiver in process (one `trailseal sequencer`
+of this checkout sequences the meta-audit's records of the reads), so both do the same
+work; the log is sealed before they start.
 Reported per request kind: p50 and p95 of each side and the ratio of the p50s (after /
 before: below 1 is faster). The kinds: the four questions of `bench/four_questions.py`
 and an inclusion and a consistency proof at random indexes.
@@ -20,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import socket
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -47,12 +53,27 @@ def _asks(size: int) -> dict[str, tuple[str, dict[str, str]]]:
     return asks
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def measure(env: common.Env, before: Path, size: int, rounds: int) -> dict[str, Any]:
     """Server milliseconds of every ask, per kind, from each side."""
     tenant = env.log(size)
     token = env.token(tenant)
-    old, old_base = common.start_server(env.url, env.tmp, port=19400, source=before)
-    new, new_base = common.start_server(env.url, env.tmp, port=19401)
+    # Neither server sequences or archives: the meta-audit's records of the reads are
+    # sequenced by a process of their own, so both servers do the same work.
+    quiet = {"TRAILSEAL_RUN_SEQUENCER": "false", "TRAILSEAL_RUN_ARCHIVER": "false"}
+    old, old_base = common.start_server(env.url, env.tmp, port=_free_port(), source=before,
+                                        settings=quiet)
+    new, new_base = common.start_server(env.url, env.tmp, port=_free_port(), settings=quiet)
+    sequencer = subprocess.Popen(
+        [sys.executable, "-m", "trailseal", "sequencer", "--data-dir", str(env.tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "TRAILSEAL_DATABASE_URL": env.url,
+             "TRAILSEAL_LOG_ORIGIN": common.ORIGIN})
     times: dict[str, dict[str, list[float]]] = {}
     try:
         headers = {"Authorization": f"Bearer {token}"}
@@ -67,9 +88,9 @@ def measure(env: common.Env, before: Path, size: int, rounds: int) -> dict[str, 
                         answer.raise_for_status()
                         kept[side].append(common.server_ms(answer))
     finally:
-        for server in (old, new):
-            server.terminate()
-            server.wait(30)
+        for process in (old, new, sequencer):
+            process.terminate()
+            process.wait(30)
     return times
 
 

@@ -289,12 +289,14 @@ def script(doc: str, run: Callable[[Env, int], dict[str, Any]], *,
 
 
 def start_server(url: str, tmp: Path, *, port: int | None = None,
-                 source: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+                 source: Path | None = None, settings: dict[str, str] | None = None,
+                 ) -> tuple[subprocess.Popen[str], str]:
     """`trailseal serve` on ``url``, with the run's signing key and origin; the code of
-    another checkout's ``src`` folder when ``source`` is given."""
+    another checkout's ``src`` folder when ``source`` is given; ``settings`` are more
+    TRAILSEAL_* variables."""
     port = port or 18000 + os.getpid() % 1000
     env = {**os.environ, "TRAILSEAL_DATABASE_URL": url, "TRAILSEAL_LOG_ORIGIN": ORIGIN,
-           "TRAILSEAL_POOL_MAX_SIZE": "16"}
+           "TRAILSEAL_POOL_MAX_SIZE": "16", **(settings or {})}
     if source is not None:
         env["PYTHONPATH"] = str(source)
     server = subprocess.Popen(

@@ -61,3 +61,15 @@ def test_every_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
         assert "matplotlib" in results["plots_skipped"]
     assert not found["storage"]["segment"]["measured"] or found["storage"]["segment"][
         "bytes_per_event"] > 0
+
+
+def test_ab_runs_a_checkout_against_itself(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "ab.py"), "--before", str(BENCH.parent), "--events", "200",
+         "--asks", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    kinds = [k for k, v in report.items() if isinstance(v, dict) and "before_p50_ms" in v]
+    assert len(kinds) == 6  # the four questions and two proofs
+    for kind in kinds:
+        assert report[kind]["before_p50_ms"] > 0 and report[kind]["after_p50_ms"] > 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from trailseal.integrity.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
 
@@ -118,11 +119,17 @@ class ProofPlan:
 
     def node_ids(self) -> list[NodeID]:
         """Every distinct perfect node whose hash `assemble` needs, in proof order."""
+        return list(self._nodes)
+
+    @cached_property
+    def _nodes(self) -> tuple[NodeID, ...]:
+        # Worked out once per plan: a reader asks for them to find the tiles, then again
+        # to fetch the hashes.
         seen: dict[NodeID, None] = {}
         for start, end in self.ranges:
             for node in range_nodes(start, end):
                 seen.setdefault(node)
-        return list(seen)
+        return tuple(seen)
 
 
 def range_nodes(start: int, end: int) -> list[NodeID]:

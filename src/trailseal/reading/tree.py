@@ -192,20 +192,24 @@ class Tree:
         if not 1 <= size <= self.size:
             raise OutOfRange(f"{name} must be between 1 and the log's size, {self.size}")
 
-    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """The RFC 6962 inclusion proof of leaf ``index`` in the tree of ``size``."""
+    async def inclusion_proof(self, index: int, size: int,
+                              plan: ProofPlan | None = None) -> list[bytes]:
+        """The RFC 6962 inclusion proof of leaf ``index`` in the tree of ``size``
+        (``plan``: its plan, when the caller made it already)."""
         self._check_size(size, "size")
         if not 0 <= index < size:
             raise OutOfRange(f"index must be between 0 and size - 1, {size - 1}")
-        plan = plan_inclusion(index, size)
+        plan = plan or plan_inclusion(index, size)
         return assemble(plan, await self.node_hashes(plan.node_ids()))
 
-    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        """The RFC 6962 consistency proof from the tree of ``size1`` to that of ``size2``."""
+    async def consistency_proof(self, size1: int, size2: int,
+                                plan: ProofPlan | None = None) -> list[bytes]:
+        """The RFC 6962 consistency proof from the tree of ``size1`` to that of ``size2``
+        (``plan``: as for :meth:`inclusion_proof`)."""
         self._check_size(size2, "to")
         if not 1 <= size1 <= size2:
             raise OutOfRange(f"from must be between 1 and to, {size2}")
-        plan = plan_consistency(size1, size2)
+        plan = plan or plan_consistency(size1, size2)
         return assemble(plan, await self.node_hashes(plan.node_ids()))
 
 

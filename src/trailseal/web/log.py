@@ -99,9 +99,10 @@ async def inclusion(
 ) -> Any:
     note = note_read(request, read.who, PROOF_READ, {"proof": "inclusion", "index": index,
                                                      "size": size})
+    plan = inclusion_plan(index, size)
     tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache,
-                           plan=inclusion_plan(index, size))
-    proof = await tree.inclusion_proof(index, size)
+                           plan=plan)
+    proof = await tree.inclusion_proof(index, size, plan)
     note.count = 1
     return {"index": index, "size": size, "hashes": b64(proof)}
 
@@ -116,9 +117,10 @@ async def consistency(
 ) -> Any:
     note = note_read(request, read.who, PROOF_READ,
                      {"proof": "consistency", "from": from_, "to": to})
+    plan = consistency_plan(from_, to)
     tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache,
-                           plan=consistency_plan(from_, to))
-    proof = await tree.consistency_proof(from_, to)
+                           plan=plan)
+    proof = await tree.consistency_proof(from_, to, plan)
     note.count = 1
     return {"from": from_, "to": to, "hashes": b64(proof)}
 
