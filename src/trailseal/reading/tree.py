@@ -4,8 +4,9 @@ receipts.
 Full tiles come from ``tiles``; the partial tiles of the right edge from ``log_heads``
 (both written by the sequencer in one transaction, and read here in one transaction, so
 they always describe the same tree). Proofs are planned by the pure core, which names the
-nodes it needs; this module fetches every tile those nodes lie in with one query and
-hands the hashes back.
+nodes it needs; since a plan depends only on the request, the API plans first and
+:func:`open_tree` reads the head and every full tile those nodes lie in with one
+statement, then hands the hashes back.
 
 A full tile never changes once written, so a process may keep it: a :class:`TileCache`
 (one per API process, on the app) holds recently read full tiles, and a proof whose
