@@ -230,10 +230,14 @@ def conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], lis
         # events_time_recorded (0005), so the planner can use it.
         where.append(sql.SQL("action NOT LIKE 'audit.%%'"))
     if flt.ip is not None:
-        # Stored addresses are hosts, so the range is exact; <<= keeps it so regardless.
+        # Stored addresses are hosts (ingest keeps the address alone), so the range is
+        # exact. No `<<=` besides: the planner multiplied its estimate into the range's
+        # and took a few matches for granted, scanning the whole network's rows in the
+        # address index (475 ms at 1.2M events) where the outcome's or the time's
+        # index, walked in order, finds a page in a few milliseconds.
         network = ipaddress.ip_network(flt.ip)
-        where.append(sql.SQL("ip >= %s::inet AND ip <= %s::inet AND ip <<= %s::inet"))
-        params.extend([flt.ip, str(network.broadcast_address), flt.ip])
+        where.append(sql.SQL("ip >= %s::inet AND ip <= %s::inet"))
+        params.extend([flt.ip, str(network.broadcast_address)])
     if flt.q is not None:
         pattern = "%" + like_escape(flt.q) + "%"
         where.append(sql.SQL("({})").format(sql.SQL(" OR ").join(
