@@ -225,8 +225,10 @@ def load(url: str, settings: Settings, tenant: str, count: int,
     log the fastest way that still makes real sequenced rows: validate and canonicalise
     (ingest.prepare), write the inbox, sequence with the real sequencer, in batches of
     LOAD_BATCH. Returns events/s. Then, untimed, seal the log's closed segments as the
-    archiver would have while it grew, so a server started afterwards is in its steady
-    state rather than sealing the whole log while a benchmark measures it."""
+    archiver would have while it grew, and refresh the planner's statistics as
+    autovacuum would, so a server started afterwards is in its steady state rather than
+    sealing the whole log, or planning with the statistics of an empty table, while a
+    benchmark measures it."""
     return asyncio.run(_load(url, settings, tenant, count, raw))
 
 
@@ -255,6 +257,7 @@ async def _load(url: str, settings: Settings, tenant: str, count: int,
         rate = count / (time.perf_counter() - started)
         async with pool.connection() as conn:
             await build_archiver(settings).seal_tenant(conn, tenant)
+            await conn.execute("ANALYZE trailseal.events")  # as autovacuum would, in time
     finally:
         await pool.close()
     return rate
