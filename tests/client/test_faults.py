@@ -33,6 +33,18 @@ def _producer(*args: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _recording(proc: subprocess.Popen[str], acked: Path) -> None:
+    """Wait until ``proc`` has returned from a record() (its id added to ``acked``), so
+    the kill point falls in its work, not in its start (imports alone can take longer
+    than the kill window on a slow machine)."""
+    before = acked.stat().st_size if acked.exists() else 0
+    deadline = time.monotonic() + 60
+    while (acked.stat().st_size if acked.exists() else 0) <= before:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "producer exited"
+        assert time.monotonic() < deadline, "the producer recorded nothing in 60 s"
+        time.sleep(0.005)
+
+
 def _delivered(database_url: str, tenant: str) -> list[tuple[str, str, int]]:
     """(id, source, source_seq) of every event the service holds for ``tenant``, sequenced
     or still in the inbox: read as the superuser, the id list of event_ids is complete."""
@@ -55,7 +67,8 @@ def test_sigkill_at_random_points_loses_nothing(service_url, database_url, tmp_p
     rng = random.Random(secrets.randbits(32))
     for _ in range(KILLS):
         proc = _producer("run", service_url, tenant.tokens["ingest"], str(spool), str(acked))
-        time.sleep(rng.uniform(0.05, 0.5))  # only chooses the kill point
+        _recording(proc, acked)
+        time.sleep(rng.uniform(0.0, 0.15))  # only chooses the kill point
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     drain = _producer("drain", service_url, tenant.tokens["ingest"], str(spool))
