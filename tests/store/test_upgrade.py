@@ -80,3 +80,50 @@ async def _verify(url: str, settings):
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         return await verify_tenant(conn, "legacy", [load_signer(settings).verifier()],
                                    origin=log_origin("audit.test", "legacy"))
+
+
+def _statistics(url: str) -> list[tuple[str, bool]]:
+    """Each events partition, and whether its target statistics are there and filled."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT c.relname, d.stxoid IS NOT NULL FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_statistic_ext s"
+            "  ON s.stxrelid = c.oid AND s.stxname = c.relname || '_targets'"
+            " LEFT JOIN pg_statistic_ext_data d ON d.stxoid = s.oid"
+            " WHERE i.inhparent = 'trailseal.events'::regclass ORDER BY c.relname"
+        ).fetchall()
+
+
+def test_each_partition_gets_the_target_statistics(database_url, settings):
+    # Migration 0010: the partitions an earlier version made get the statistics and are
+    # analysed (filled in) at once; each partition made later gets them when created.
+    name = f"trailseal_statistics_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
+    try:
+        migrate.migrate(url, target=9)
+        run(_tenant(url))
+        run(_ingest_and_sequence(url, settings))  # makes this month's partition
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_statistic_ext").fetchone() == (0,)
+        with psycopg.connect(url, autocommit=True) as conn:
+            before = [row[0] for row in conn.execute(
+                "SELECT inhrelid::regclass::text FROM pg_inherits"
+                " WHERE inhparent = 'trailseal.events'::regclass ORDER BY 1")]
+        migrate.migrate(url)
+        found = dict(_statistics(url))
+        assert sorted(f"trailseal.{p}" for p in found) == before
+        assert found[f"events_{ingest.now():%Y_%m}"]  # the one holding the event: analysed
+        with psycopg.connect(url, autocommit=True) as conn:
+            made = conn.execute("SELECT trailseal.create_events_partition(now() + interval"
+                                " '70 days')").fetchone()
+            assert made is not None and made[0] not in found
+            assert conn.execute(
+                "SELECT stxkind FROM pg_statistic_ext WHERE stxname = %s",
+                (made[0] + "_targets",)).fetchone() == (["f", "m"],)  # dependencies, mcv
+        assert sorted(dict(_statistics(url))) == sorted([*found, made[0]])
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
