@@ -12,10 +12,13 @@ Reported per request kind: p50 and p95 of each side and the ratio of the p50s (a
 before: below 1 is faster). The kinds: the four questions of `bench/four_questions.py`
 and an inclusion and a consistency proof at random indexes.
 
-The "before" checkout must be able to use this database as migrated by this one (its
-migrations a prefix of these) and have its C module built (or copied) in its `src`.
+The "before" checkout must run on this database as migrated by this one: a server
+refuses a database with migrations it does not know, so copy this checkout's newer
+migrations into it (the comparison is then of the code alone, on one schema). It also
+needs its C module built (or copied) in its `src`.
 Reproduce: `git worktree add /tmp/before <commit>` (copy
-`src/trailseal/integrity/_jcs*.so` into it), then
+`src/trailseal/integrity/_jcs*.so` and the newer `src/trailseal/store/migrations/*.sql`
+into it), then
 `.venv/bin/python bench/ab.py --before /tmp/before --events 100000`.
 """
 
