@@ -224,11 +224,13 @@ def load(url: str, settings: Settings, tenant: str, count: int,
     """Load ``count`` events (from ``raw``, or else ``events(count)``) into ``tenant``'s
     log the fastest way that still makes real sequenced rows: validate and canonicalise
     (ingest.prepare), write the inbox, sequence with the real sequencer, in batches of
-    LOAD_BATCH. Returns events/s. Then, untimed, seal the log's closed segments as the
-    archiver would have while it grew, and refresh the planner's statistics as
-    autovacuum would, so a server started afterwards is in its steady state rather than
-    sealing the whole log, or planning with the statistics of an empty table, while a
-    benchmark measures it."""
+    LOAD_BATCH. The three overlap, as in the server: the next batch is prepared in a
+    thread while this one is written, and the sequencer moves what is written on a
+    connection of its own. Returns events/s. Then, untimed, seal the log's closed
+    segments as the archiver would have while it grew, and refresh the planner's
+    statistics as autovacuum would, so a server started afterwards is in its steady
+    state rather than sealing the whole log, or planning with the statistics of an
+    empty table, while a benchmark measures it."""
     return asyncio.run(_load(url, settings, tenant, count, raw))
 
 
@@ -236,21 +238,35 @@ async def _load(url: str, settings: Settings, tenant: str, count: int,
                 raw: Iterable[dict[str, Any]] | None) -> float:
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         await create_tenant(conn, tenant)
-    pool = create_pool(url, min_size=1, max_size=2)
+    pool = create_pool(url, min_size=2, max_size=2)
     await pool.open(wait=True)
     source = iter(raw) if raw is not None else events(count)
+
+    def prepared(size: int) -> tuple[datetime, list[ingest.Prepared]]:
+        chunk = [next(source) for _ in range(size)]
+        at = ingest.now()
+        return at, ingest.prepare(chunk, tenant, at)
+
+    async def write() -> None:
+        done = 0
+        ahead = asyncio.create_task(asyncio.to_thread(prepared, min(LOAD_BATCH, count)))
+        while done < count:
+            at, batch = await ahead
+            done += len(batch)
+            if done < count:
+                ahead = asyncio.create_task(
+                    asyncio.to_thread(prepared, min(LOAD_BATCH, count - done)))
+            async with pool.connection() as conn:
+                await ingest.write_inbox(conn, tenant, batch, at)
+
     started = time.perf_counter()
+    writer = asyncio.create_task(write())
     try:
         sequencer = build_sequencer(pool, settings)
-        done = 0
-        while done < count:
-            chunk = [next(source) for _ in range(min(LOAD_BATCH, count - done))]
-            at = ingest.now()
-            prepared = ingest.prepare(chunk, tenant, at)
-            async with pool.connection() as conn:
-                await ingest.write_inbox(conn, tenant, prepared, at)
-            await sequencer.sequence_tenant(tenant)
-            done += len(chunk)
+        while not writer.done():
+            if await sequencer.sequence_tenant(tenant) == 0:
+                await asyncio.wait({writer}, timeout=0.01)
+        await writer  # its error, if it failed
         while await log_size(url, tenant) < count:  # another sequencer may hold the tenant
             await sequencer.sequence_tenant(tenant)
             await asyncio.sleep(0.05)
@@ -259,6 +275,7 @@ async def _load(url: str, settings: Settings, tenant: str, count: int,
             await build_archiver(settings).seal_tenant(conn, tenant)
             await conn.execute("ANALYZE trailseal.events")  # as autovacuum would, in time
     finally:
+        writer.cancel()
         await pool.close()
     return rate
 
