@@ -39,7 +39,8 @@ class WormFolder:
         folder = self.root / prefix
         if not folder.is_dir():
             return []
-        return sorted(f"{prefix}/{p.name}" for p in folder.iterdir() if p.is_file())
+        return sorted(f"{prefix}/{p.name}" for p in folder.iterdir()
+                      if p.is_file() and not p.name.startswith("."))  # not one being written
 
 
 def checkpoint_name(tenant: str, size: int) -> str:
