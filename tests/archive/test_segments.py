@@ -3,16 +3,19 @@ the store with a signed manifest that names the checkpoint they fall under."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg import AsyncConnection
 from typer.testing import CliRunner
 
 from tests.archive.support import ORIGIN_HOST, archiver, fill, seal
 from tests.support import run
+from trailseal.archive.archiver import _LOCK_CLASS
 from trailseal.archive.segments import (
     Sealed,
     SegmentError,
@@ -153,3 +156,31 @@ def test_archiver_command_seals_once(own_database, signer, tmp_path, clock):
     assert result.exit_code == 0, result.output
     assert "sealed 2 segment(s)" in result.output
     assert (tmp_path / "worm" / "warm" / "acme" / "segments").is_dir()
+
+
+def test_one_archiver_at_a_time_seals_a_tenant(own_database, signer, store, clock):
+    # Each API process runs an archiver. While one holds the tenant, another seals
+    # nothing (rather than building the same segment and failing to record it).
+    run(fill(own_database, signer, "acme", 25, clock()))
+    clock.advance(minutes=1)
+    worker = archiver(store, signer, clock, max_events=10)
+    with psycopg.connect(own_database, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, hashtext('acme'))", (_LOCK_CLASS,))
+        assert run(seal(own_database, worker, "acme")) == 0
+        assert _segments(own_database, "acme") == []
+    assert run(seal(own_database, worker, "acme")) == 3
+
+    async def both() -> list[int]:
+        async with (await AsyncConnection.connect(own_database, autocommit=True) as a,
+                    await AsyncConnection.connect(own_database, autocommit=True) as b):
+            first = archiver(store, signer, clock, max_events=10)
+            second = archiver(store, signer, clock, max_events=10)
+            return list(await asyncio.gather(first.seal_tenant(a, "acme"),
+                                              second.seal_tenant(b, "acme")))
+
+    run(fill(own_database, signer, "acme", 40, clock()))
+    clock.advance(minutes=1)
+    found = run(both())
+    assert sorted(found) == [0, 4], found  # the second found it held, or nothing left
+    assert [(s[0], s[1]) for s in _segments(own_database, "acme")] == [
+        (0, 9), (10, 19), (20, 24), (25, 34), (35, 44), (45, 54), (55, 64)]

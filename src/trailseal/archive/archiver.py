@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+_LOCK_CLASS = 0x7365_616C  # advisory lock namespace for sealing ("seal")
+
 _ROWS = """
 SELECT seq, canonical, leaf_hash, chain_hash, id, occurred_at, received_at, actor_type,
        actor_id, actor_name, action, target_type, target_id, target_name, outcome,
@@ -141,12 +143,30 @@ class Archiver:
         return sealed
 
     async def seal_tenant(self, conn: AsyncConnection, tenant: str) -> int:
-        """Verify what is pending and seal every segment of ``tenant`` that is ready."""
-        await self.verify_pending(conn, tenant)
-        sealed = 0
-        while await self.seal_next(conn, tenant):
-            sealed += 1
-        return sealed
+        """Verify what is pending and seal every segment of ``tenant`` that is ready;
+        nothing (0) while another archiver is at it. One archiver runs in each API
+        process: two sealing one tenant at once would build the same segment, and the
+        second's record would be refused. A session advisory lock per tenant (``conn``
+        must be outside a transaction) lets one through; a process that dies lets go
+        with its connection."""
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                 (_LOCK_CLASS, tenant))
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        try:
+            await self.verify_pending(conn, tenant)
+            sealed = 0
+            while await self.seal_next(conn, tenant):
+                sealed += 1
+            return sealed
+        finally:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                                   (_LOCK_CLASS, tenant))
+            except BaseException:
+                await conn.close()  # the lock must not outlive this: it goes with the session
+                raise
 
     async def run(self, connect: Callable[[], Any], stop: asyncio.Event,
                   idle_seconds: float) -> None:
