@@ -6,10 +6,10 @@ concurrent HTTP clients (threads, httpx) post batches of 500 events to `trailsea
 (its in-process sequencer) on the embedded PostgreSQL, until every event is sequenced,
 chained, tiled, checkpointed and committed. Also, as a figure of its own, the fastest
 loader without HTTP (ingest.prepare + write_inbox + the real sequencer, in batches of
-5,000, in one process, the three overlapping): end-to-end ingest minus HTTP. Baseline, same run, same database:
-COPY (binary) of the very rows the first round produced into a fresh table made `LIKE
-trailseal.events INCLUDING ALL` (the same indexes, no triggers, no hashing, no
-partitions). Interleaved --repeat times. Reproduce:
+5,000, in one process, the three overlapping): end-to-end ingest minus HTTP. Baseline,
+same run, same database: COPY (binary) of the very rows the first round produced into a
+fresh table made `LIKE trailseal.events INCLUDING ALL` (the same indexes, no triggers, no
+hashing, no partitions). Interleaved --repeat times. Reproduce:
 `.venv/bin/python bench/ingest_rate.py --events 50000`.
 """
 
