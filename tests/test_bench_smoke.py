@@ -73,3 +73,14 @@ def test_ab_runs_a_checkout_against_itself(tmp_path: Path) -> None:
     assert len(kinds) == 6  # the four questions and two proofs
     for kind in kinds:
         assert report[kind]["before_p50_ms"] > 0 and report[kind]["after_p50_ms"] > 0
+
+
+def test_write_split_times_each_write() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "write_split.py"), "--events", "200", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout)["microseconds_per_event"]
+    assert set(found) == {"event_ids insert", "inbox insert", "inbox delete by position",
+                          "events insert", "COPY into events"}
+    assert all(value > 0 for value in found.values()), found
