@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from trailseal.ids import uuid7
 from trailseal.model import EventV1, _valid_ip, format_time, stored_document
@@ -50,6 +51,72 @@ def test_stored_document_has_every_top_level_field_and_only_set_subfields():
         "outcome": {"status": "success"},
         "metadata": {},
     }
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+_text = st.text(min_size=1, max_size=12)
+
+
+def _optional(**fields):
+    """Dicts holding any subset of ``fields`` (each a strategy), nulls included."""
+    return st.fixed_dictionaries({}, optional={k: st.none() | v for k, v in fields.items()})
+
+
+_events = st.fixed_dictionaries(
+    {
+        "actor": st.fixed_dictionaries(
+            {"type": st.sampled_from(["user", "service", "api_key", "system"]), "id": _text},
+            optional={"name": st.none() | _text}),
+        "action": st.sampled_from(["user.login", "setting.updated", "data.export.created"]),
+        "target": st.fixed_dictionaries(
+            {"type": st.from_regex(r"[a-z_][a-z0-9_.:-]{0,10}", fullmatch=True), "id": _text},
+            optional={"name": st.none() | _text}),
+    },
+    optional={
+        "changes": st.dictionaries(_text, _optional(before=_json, after=_json), max_size=3),
+        "context": _optional(
+            ip=st.sampled_from(["192.0.2.1", "2001:db8::1", "::ffff:1.2.3.4", "010.1.1.1"]),
+            user_agent=_text, session_id=_text, request_id=_text, correlation_id=_text,
+            service=_text, region=_text),
+        "outcome": _optional(status=st.sampled_from(["success", "failure"]),
+                             error_code=_text, reason=_text),
+        "metadata": st.dictionaries(st.text(max_size=5), _json, max_size=3),
+        "occurred_at": st.sampled_from(["2026-03-12T11:02:00.123456+02:00",
+                                        "2026-03-12T09:02:00Z"]),
+    },
+)
+
+
+def _stored_part_by_part(event, *, tenant, event_id, received_at):
+    """stored_document as it was first written: one dump per part."""
+    def present(model):
+        return {k: v for k, v in model.model_dump(mode="json").items() if v is not None}
+
+    occurred_at = event.occurred_at or received_at
+    return {
+        "id": str(event_id), "tenant": tenant, "occurred_at": format_time(occurred_at),
+        "received_at": format_time(received_at), "actor": present(event.actor),
+        "action": event.action, "target": present(event.target),
+        "changes": {f: c.model_dump(mode="json") for f, c in event.changes.items()},
+        "context": present(event.context), "outcome": present(event.outcome),
+        "metadata": event.metadata,
+    }
+
+
+@given(_events)
+def test_the_stored_document_is_the_same_as_dumped_part_by_part(raw):
+    try:
+        event = EventV1.model_validate(raw)
+    except ValidationError:  # "010.1.1.1", for one, is no address
+        return
+    received, event_id = datetime(2026, 3, 12, 9, 3, tzinfo=UTC), uuid7()
+    assert stored_document(event, tenant="t", event_id=event_id, received_at=received) == (
+        _stored_part_by_part(event, tenant="t", event_id=event_id, received_at=received))
 
 
 @given(st.integers(0, 2**32 - 1))

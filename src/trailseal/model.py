@@ -195,8 +195,11 @@ def format_time(value: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
-def _present(model: BaseModel) -> dict[str, Any]:
-    return {k: v for k, v in model.model_dump(mode="json").items() if v is not None}
+_PARTS = {"actor", "target", "changes", "context", "outcome"}
+
+
+def _set(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def stored_document(
@@ -205,19 +208,19 @@ def stored_document(
     """The document stored and hashed for ``event``: every top-level key always present,
     optional sub-fields only when set, times normalised."""
     occurred_at = event.occurred_at or _to_utc_ms(received_at)
+    # One dump of the parts (each comes out as its own model_dump would), not one each.
+    parts = event.model_dump(mode="json", include=_PARTS)
     return {
         "id": str(event_id),
         "tenant": tenant,
         "occurred_at": format_time(occurred_at),
         "received_at": format_time(received_at),
-        "actor": _present(event.actor),
+        "actor": _set(parts["actor"]),
         "action": event.action,
-        "target": _present(event.target),
-        "changes": {
-            field: change.model_dump(mode="json") for field, change in event.changes.items()
-        },
-        "context": _present(event.context),
-        "outcome": _present(event.outcome),
+        "target": _set(parts["target"]),
+        "changes": parts["changes"],
+        "context": _set(parts["context"]),
+        "outcome": _set(parts["outcome"]),
         "metadata": event.metadata,
     }
 
