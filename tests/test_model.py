@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from trailseal import ingest
 from trailseal.ids import uuid7
-from trailseal.model import EventV1, _valid_ip, format_time, stored_document
+from trailseal.model import EventV1, _valid_ip, format_time, quick_event, stored_document
 
 
 def test_uuid7_layout():
@@ -148,3 +149,121 @@ def test_the_quick_path_for_addresses_agrees_with_ipaddress(text):
     except ValueError:
         found = None
     assert found == _by_ipaddress(text)
+
+
+# -- the quick path ------------------------------------------------------------------------
+# Values near every edge EventV1 draws: trailing newlines (Python's $ takes them, the
+# model's patterns do not), lengths at and past the limits, other spellings of ids,
+# times and addresses, wrong types.
+_edgy_text = st.sampled_from(["a", "", " ", "x\n", "é" * 256, "é" * 257, "a" * 2048,
+                              "a" * 2049, "\t"]) | st.integers(0, 3) | st.none() | st.text(
+    max_size=6)
+_quick_events = st.fixed_dictionaries(
+    {
+        "actor": st.fixed_dictionaries(
+            {"type": st.sampled_from(["user", "service", "api_key", "system", "User", 1]),
+             "id": _edgy_text},
+            optional={"name": _edgy_text, "email": _text}),
+        "action": st.sampled_from(["user.login", "user.login\n", "User.login", "user",
+                                   "a." + "b" * 126, "a." + "b" * 127, "audit.x.y", 7]),
+        "target": st.fixed_dictionaries(
+            {"type": st.sampled_from(["doc", "a b", "x\n", ":x", "_x", "t" * 65, ""]),
+             "id": _edgy_text},
+            optional={"name": _edgy_text}),
+    },
+    optional={
+        "id": st.sampled_from([
+            None, str(uuid7()), str(uuid7()).upper(), str(uuid7()).replace("-", ""),
+            "{" + str(uuid7()) + "}", str(uuid.uuid4()), str(uuid7()) + "\n", "nope", 5]),
+        "occurred_at": st.sampled_from([
+            None, "2026-03-12T09:02:00Z", "2026-03-12t09:02:00z",
+            "2026-03-12T09:02:00.123456789+02:00", "2026-03-12 09:02:00Z",
+            "2026-03-12T09:02:00Z\n", "2026-13-12T09:02:00Z", "2026-03-12T09:02:00",
+            "1700000000", 1700000000, "0001-01-01T00:00:00+01:00"]),
+        "changes": st.dictionaries(_edgy_text.filter(lambda k: isinstance(k, str)),
+                                   _optional(before=_json, after=_json) | st.just(1),
+                                   max_size=2),
+        "context": _optional(
+            ip=st.sampled_from(["192.0.2.1", "010.1.1.1", "::1", "::ffff:1.2.3.4",
+                                "fe80::1%eth0", "192.0.2.1\n", "2001:DB8::1", 3]),
+            user_agent=_edgy_text, session_id=_edgy_text, request_id=_edgy_text,
+            region=st.sampled_from(["eu", "", "r" * 64, "r" * 65]),
+            source=st.sampled_from(["app-1", "app 1", "app\n", "s" * 128, "s" * 129]),
+            source_seq=st.sampled_from([0, 1, -1, 2**53 - 1, 2**53, True]),
+            extra=_text),
+        "outcome": _optional(status=st.sampled_from(["success", "failure", "Success"]),
+                             error_code=_edgy_text, reason=_edgy_text),
+        "metadata": st.dictionaries(st.text(max_size=5), _json, max_size=3) | st.just([]),
+        "unknown": _text,
+    },
+)
+
+
+@given(st.one_of(_events, _quick_events))
+def test_what_the_quick_path_takes_the_model_takes_with_the_same_document(raw):
+    if not ingest._fits_quickly(raw):  # the quick path's precondition
+        return
+    quick = quick_event(raw)
+    if quick is None:
+        return  # left to EventV1
+    event = EventV1.model_validate(raw)  # raises if the quick path took too much
+    assert (quick.id, quick.occurred_at, quick.action) == (
+        event.id, event.occurred_at, event.action)
+    received, event_id = datetime(2026, 3, 12, 9, 3, tzinfo=UTC), uuid7()
+    assert quick.document(tenant="t", event_id=event_id, received_at=received) == (
+        stored_document(event, tenant="t", event_id=event_id, received_at=received))
+
+
+def test_plain_events_take_the_quick_path():
+    raw = {"id": str(uuid7()), "occurred_at": "2026-03-12T09:02:00.123Z",
+           "actor": {"type": "user", "id": "u_1", "name": "Ada"}, "action": "user.login",
+           "target": {"type": "user", "id": "u_1"},
+           "context": {"ip": "192.0.2.1", "source": "app-1", "source_seq": 4},
+           "changes": {"role": {"before": None, "after": "admin"}},
+           "metadata": {"n": 1, "tags": ["a", {"b": True}]}}
+    assert ingest._fits_quickly(raw)
+    quick = quick_event(raw)
+    assert quick is not None
+    received = datetime(2026, 3, 12, 9, 3, tzinfo=UTC)
+    event = EventV1.model_validate(raw)
+    assert quick.document(tenant="t", event_id=event.id, received_at=received) == (
+        stored_document(event, tenant="t", event_id=event.id, received_at=received))
+    assert quick_event({**raw, "action": "user.login\n"}) is None
+    assert quick_event({**raw, "context": {"source": "app-1"}}) is None
+
+
+_plain_times = st.builds(
+    lambda y, mo, d, h, mi, se, frac, off: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{se:02d}"
+    f"{frac}{off}",
+    st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
+    st.integers(0, 60), st.integers(0, 61),
+    st.sampled_from(["", ".1", ".12", ".123", ".1234", ".12345", ".123456", ".999999"]),
+    st.sampled_from(["Z", "+00:00", "-00:00", "+02:00", "-05:30", "+23:59", "+24:00",
+                     "-12:61"]),
+)
+
+
+@given(_plain_times)
+def test_the_quick_reading_of_times_and_ids_is_the_models(text):
+    from trailseal import model
+
+    try:
+        expected = model._OCCURRED_AT.validate_python(text)
+    except ValidationError:
+        expected = None
+    try:
+        found = model._occurred_at(text)
+    except ValidationError:
+        found = None
+    assert found == expected and (found is None or found.utcoffset() == expected.utcoffset())
+    value = uuid7()
+    for spelling in (str(value), str(value).upper(), str(uuid.uuid4())):
+        try:
+            wanted = model._EVENT_ID.validate_python(spelling)
+        except ValidationError:
+            wanted = None
+        try:
+            got = model._event_id(spelling)
+        except ValidationError:
+            got = None
+        assert got == wanted

@@ -25,6 +25,8 @@ from trailseal.model import (
     MAX_CANONICAL_BYTES,
     META_PREFIX,
     EventV1,
+    QuickEvent,
+    quick_event,
     stored_document,
 )
 from trailseal.store import Role, scoped
@@ -211,17 +213,21 @@ def prepare(
         if not isinstance(raw, dict):
             problems.append(FieldProblem(index, "", "an event must be a JSON object"))
             continue
-        unfit = json_problems(raw)
-        if unfit:
-            problems.extend(FieldProblem(index, where, message) for where, message in unfit)
-            continue
-        try:
-            event = EventV1.model_validate(raw)
-        except ValidationError as exc:
-            problems.extend(
-                FieldProblem(index, _loc(err["loc"]), err["msg"]) for err in exc.errors()
-            )
-            continue
+        # Plain events take the quick path (model.quick_event); the rest, and every
+        # invalid one, EventV1, whose messages are the answer.
+        event: EventV1 | QuickEvent | None = quick_event(raw) if _fits_quickly(raw) else None
+        if event is None:
+            unfit = json_problems(raw)
+            if unfit:
+                problems.extend(FieldProblem(index, where, message) for where, message in unfit)
+                continue
+            try:
+                event = EventV1.model_validate(raw)
+            except ValidationError as exc:
+                problems.extend(
+                    FieldProblem(index, _loc(err["loc"]), err["msg"]) for err in exc.errors()
+                )
+                continue
         if event.action.startswith(META_PREFIX) and not meta:
             problems.append(
                 FieldProblem(index, "action", f"the {META_PREFIX}* namespace is reserved for "
@@ -234,7 +240,11 @@ def prepare(
             )
             continue
         event_id = event.id or uuid7()
-        document = stored_document(event, tenant=tenant, event_id=event_id, received_at=received_at)
+        if isinstance(event, QuickEvent):
+            document = event.document(tenant=tenant, event_id=event_id, received_at=received_at)
+        else:
+            document = stored_document(event, tenant=tenant, event_id=event_id,
+                                       received_at=received_at)
         try:
             canonical = canonicalize(document)
         except CanonicalizationError as exc:
