@@ -147,6 +147,15 @@ class Cluster:
         return self._spawn(["-m", "trailseal", "consume", "--from", broker, "--token",
                             self.token, option, queue, "--ack-wait", "3"], self.env())
 
+    def wait_acknowledged(self, timeout: float = 120.0) -> None:
+        """Wait until some producer has had an event acknowledged, so that the faults
+        that follow fall while events flow, not while the processes are still starting
+        (imports alone take seconds on a slow machine)."""
+        deadline = time.monotonic() + timeout
+        while not any(p.stat().st_size for p in self.root.glob("acked-*")):
+            assert time.monotonic() < deadline, "no producer had an event acknowledged"
+            time.sleep(0.05)
+
     def drain_outbox(self) -> None:
         """Relay whatever the outbox still holds."""
         deadline = time.monotonic() + 120

@@ -80,6 +80,7 @@ def test_consumer_and_relay_sigkill_and_a_faulty_network(cluster, broker):
     cluster.start_sequencer()
     for name in range(PRODUCERS):
         cluster.start_outbox_producer(str(name))
+    cluster.wait_acknowledged()
     relay = cluster.start_broker_relay(via_proxy, queue)
     consumer = cluster.start_consumer(broker, queue)
     try:
@@ -115,6 +116,7 @@ def test_nats_killed_after_publish(cluster):
     cluster.start_sequencer()
     for name in range(PRODUCERS):
         cluster.start_outbox_producer(str(name))
+    cluster.wait_acknowledged()
     relay = cluster.start_broker_relay(NATS_URL, subject)
     for _ in range(rounds(2)):
         time.sleep(rng.uniform(0.5, 1.5))

@@ -28,6 +28,7 @@ def test_relay_sigkill(cluster):
     cluster.start_sequencer()
     for name in range(PRODUCERS):
         cluster.start_outbox_producer(str(name))
+    cluster.wait_acknowledged()
     relays = [cluster.start_relay(), cluster.start_relay()]
     for _ in range(rounds(25)):
         time.sleep(rng.uniform(0.05, 0.3))  # only picks the moment of the next kill

@@ -45,6 +45,7 @@ def test_api_sigkill(cluster):
     cluster.start_sequencer()
     for name in range(PRODUCERS):
         cluster.start_producer(str(name))
+    cluster.wait_acknowledged()
     for _ in range(rounds(25)):
         _pause(rng)
         kill(api)
@@ -58,6 +59,7 @@ def test_sequencer_sigkill(cluster):
     sequencers = [cluster.start_sequencer(), cluster.start_sequencer()]
     for name in range(PRODUCERS):
         cluster.start_producer(str(name))
+    cluster.wait_acknowledged()
     for _ in range(rounds(25)):
         _pause(rng)
         victim = rng.randrange(len(sequencers))
@@ -72,6 +74,7 @@ def test_postgres_immediate_shutdown(cluster):
     cluster.start_sequencer()
     for name in range(PRODUCERS):
         cluster.start_producer(str(name))
+    cluster.wait_acknowledged()
     for _ in range(rounds(3)):
         _pause(rng)
         cluster.crash_postgres()
@@ -90,6 +93,7 @@ def test_network_to_postgres_drops_delays_and_half_closes(cluster):
         cluster.start_sequencer(proxied)
         for name in range(PRODUCERS):
             cluster.start_producer(str(name))
+        cluster.wait_acknowledged()
         for _ in range(rounds(10)):
             _pause(rng)
             fault = rng.choice(["drop", "half-close", "delay"])
