@@ -13,13 +13,11 @@ Reproduce: `.venv/bin/python bench/write_split.py --events 20000`.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent is not
@@ -70,20 +68,15 @@ def measure(url: str, tenant: str, count: int, rounds: int) -> dict[str, float]:
     return {name: round(statistics.median(values), 1) for name, values in times.items()}
 
 
+def run(env: common.Env, size: int) -> dict[str, Any]:
+    """The split over the first ``size`` rows of a log of ``size`` events."""
+    tenant = env.log(size)
+    return {"events": size, "microseconds_per_event": measure(env.url, tenant, size, env.repeat),
+            "machine": common.machine()}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = common.start(Path(tmp), args.repeat)
-        try:
-            tenant = env.log(args.events)
-            found = measure(env.url, tenant, args.events, args.repeat)
-        finally:
-            env.close()
-    print(json.dumps({"events": args.events, "microseconds_per_event": found,
-                      "machine": common.machine()}, indent=2))
+    common.script(__doc__ or "write_split", run)
 
 
 if __name__ == "__main__":

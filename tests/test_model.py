@@ -243,27 +243,22 @@ _plain_times = st.builds(
 )
 
 
+def _or_none(check, value):
+    """``check(value)``, or None where it raises ValidationError."""
+    try:
+        return check(value)
+    except ValidationError:
+        return None
+
+
 @given(_plain_times)
 def test_the_quick_reading_of_times_and_ids_is_the_models(text):
     from trailseal import model
 
-    try:
-        expected = model._OCCURRED_AT.validate_python(text)
-    except ValidationError:
-        expected = None
-    try:
-        found = model._occurred_at(text)
-    except ValidationError:
-        found = None
+    expected = _or_none(model._OCCURRED_AT.validate_python, text)
+    found = _or_none(model._occurred_at, text)
     assert found == expected and (found is None or found.utcoffset() == expected.utcoffset())
     value = uuid7()
     for spelling in (str(value), str(value).upper(), str(uuid.uuid4())):
-        try:
-            wanted = model._EVENT_ID.validate_python(spelling)
-        except ValidationError:
-            wanted = None
-        try:
-            got = model._event_id(spelling)
-        except ValidationError:
-            got = None
-        assert got == wanted
+        assert _or_none(model._event_id, spelling) == _or_none(
+            model._EVENT_ID.validate_python, spelling)
