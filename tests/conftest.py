@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from psycopg import sql
 
-from tests.support import Tenant, free_port, make_tenant
+from tests.support import Tenant, free_port, fresh_database, make_tenant
 from trailseal.settings import Settings
 from trailseal.store import embedded, migrate
 from trailseal.web.app import create_app
@@ -68,14 +68,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def own_database(database_url):
     """A migrated database of this test's own: no other sequencer works in it."""
-    name = f"trailseal_prod_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    migrate.migrate(url)
-    yield url
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(database_url, "trailseal_prod") as url:
+        migrate.migrate(url)
+        yield url
 
 
 @pytest.fixture

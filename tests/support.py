@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
+import psycopg
+from psycopg import AsyncConnection, sql
 
 from trailseal.ids import uuid7
 from trailseal.tenants import SCOPES, create_key, create_tenant
@@ -16,6 +19,20 @@ from trailseal.tenants import SCOPES, create_key, create_tenant
 def run(coro):  # type: ignore[no-untyped-def]
     """Run one coroutine to completion (tests are synchronous)."""
     return asyncio.run(coro)
+
+
+@contextmanager
+def fresh_database(database_url: str, prefix: str = "trailseal_test") -> Iterator[str]:
+    """The URL of a new, empty (unmigrated) database on ``database_url``'s server,
+    dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield psycopg.conninfo.make_conninfo(database_url, dbname=name)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import AsyncConnection, sql
 
-from tests.support import run
+from tests.support import fresh_database, run
 from trailseal import ingest
 from trailseal.ids import uuid7
 from trailseal.reading.query import EventFilter, Order, read_page, select_events
@@ -112,11 +112,7 @@ async def _populate(url: str, settings: Any, received: list[datetime]) -> None:
 @pytest.fixture(scope="module")
 def plans_url(database_url: str, settings: Any) -> Iterator[str]:
     """A database of this module's own, populated and analysed."""
-    name = f"trailseal_plans_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    try:
+    with fresh_database(database_url, "trailseal_plans") as url:
         migrate.migrate(url)
         run(_populate(url, settings, RECEIVED))
         with psycopg.connect(url, autocommit=True) as conn:
@@ -131,9 +127,6 @@ def plans_url(database_url: str, settings: Any) -> Iterator[str]:
             assert len(partitions) == len(RECEIVED)
             assert all(tuples > 0 for _, tuples in partitions), partitions
         yield url
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _plan(url: str, statement: sql.Composed, params: list[Any]) -> dict[str, Any]:
@@ -271,20 +264,13 @@ def test_selective_filters_use_their_own_index(plans_url, name, index):
 def filling_url(database_url: str, settings: Any) -> Iterator[str]:
     """A log as it is most of the month: this month's partition filling up, the next
     one made ahead and still empty; analysed."""
-    name = f"trailseal_filling_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    try:
+    with fresh_database(database_url, "trailseal_filling") as url:
         migrate.migrate(url)
         run(_populate(url, settings, [NOW]))
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("SELECT trailseal.create_events_partition(%s)", (NEXT_MONTH,))
             conn.execute("VACUUM (ANALYZE) trailseal.events")
         yield url
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 # Questions with many matches: a page must come from walking an index in (occurred_at,

@@ -215,9 +215,10 @@ def prepare(
             continue
         # Plain events take the quick path (model.quick_event); the rest, and every
         # invalid one, EventV1, whose messages are the answer.
-        event: EventV1 | QuickEvent | None = quick_event(raw) if _fits_quickly(raw) else None
+        fits = _fits_quickly(raw)
+        event: EventV1 | QuickEvent | None = quick_event(raw) if fits else None
         if event is None:
-            unfit = json_problems(raw)
+            unfit = [] if fits else json_problems(raw)
             if unfit:
                 problems.extend(FieldProblem(index, where, message) for where, message in unfit)
                 continue

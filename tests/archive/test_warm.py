@@ -12,10 +12,10 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
 from tests.archive.support import archiver, fill, month_end, retention, seal
-from tests.support import free_port, run
+from tests.support import free_port, fresh_database, run
 from trailseal.reading.export import export_chunks
 from trailseal.reading.query import EventFilter, query_events
 from trailseal.reading.targets import state_at
@@ -110,11 +110,7 @@ def test_dropping_a_month_marks_its_segments_warm_in_the_same_transaction(own_da
 
 def test_segments_of_a_month_dropped_before_the_marks_existed_are_marked_on_upgrade(
         database_url, signer, store, clock, tmp_path):
-    name = f"trailseal_warm_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    try:
+    with fresh_database(database_url, "trailseal_warm") as url:
         migrate.migrate(url, target=8)
         clock.now = _fill_and_move(url, signer, store, clock)
         assert run(retention(url, store, clock)).dropped  # as version 8 dropped it
@@ -122,9 +118,6 @@ def test_segments_of_a_month_dropped_before_the_marks_existed_are_marked_on_upgr
         assert _marked(url) == [(0, "dropped")]
         found = run(_pages(url, EventFilter(), "asc", Warm(store, tmp_path / "cache")))
         assert len(found) == 12
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_queries_read_warm_segments_with_the_same_results(own_database, moved):

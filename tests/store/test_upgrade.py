@@ -4,12 +4,10 @@ event numbered by its producer (migration 0003) is tracked in the upgraded datab
 
 from __future__ import annotations
 
-import secrets
-
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
-from tests.support import an_event, run
+from tests.support import an_event, fresh_database, run
 from trailseal import ingest
 from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
 from trailseal.integrity.checkpoint import log_origin
@@ -20,11 +18,7 @@ from trailseal.verify import verify_tenant
 
 
 def test_a_log_from_before_the_tree_is_caught_up(database_url, settings):
-    name = f"trailseal_upgrade_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    try:
+    with fresh_database(database_url, "trailseal_upgrade") as url:
         assert [m.version for m in migrate.migrate(url, target=1)] == [1]
         at = ingest.now()
         old = ingest.prepare([an_event() for _ in range(300)], "legacy", at)
@@ -47,9 +41,6 @@ def test_a_log_from_before_the_tree_is_caught_up(database_url, settings):
         report = run(_verify(url, settings))
         assert report.ok, report.finding
         assert (report.events, report.checkpoints) == (301, 1)
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def _tenant(url: str) -> None:
@@ -98,11 +89,7 @@ def _statistics(url: str) -> list[tuple[str, bool]]:
 def test_each_partition_gets_the_target_statistics(database_url, settings):
     # Migration 0010: the partitions an earlier version made get the statistics and are
     # analysed (filled in) at once; each partition made later gets them when created.
-    name = f"trailseal_statistics_{secrets.token_hex(4)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    try:
+    with fresh_database(database_url, "trailseal_statistics") as url:
         migrate.migrate(url, target=9)
         run(_tenant(url))
         run(_ingest_and_sequence(url, settings))  # makes this month's partition
@@ -124,6 +111,3 @@ def test_each_partition_gets_the_target_statistics(database_url, settings):
                 "SELECT stxkind FROM pg_statistic_ext WHERE stxname = %s",
                 (made[0] + "_targets",)).fetchone() == (["f", "m"],)  # dependencies, mcv
         assert sorted(dict(_statistics(url))) == sorted([*found, made[0]])
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
