@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from tests.store.conftest import TwoLogs
 from tests.store.scoping import rows
+from tests.support import fresh_database
 from trailseal.errors import MigrationError
 from trailseal.store.migrate import available, check, migrate
 
@@ -25,15 +24,8 @@ MIGRATIONS = resources.files("trailseal.store").joinpath("migrations")
 @pytest.fixture
 def empty_url(database_url: str) -> Iterator[str]:
     """A database of its own on the same server, not migrated, dropped afterwards."""
-    server_url = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
-    name = f"trailseal_scratch_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(database_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with fresh_database(database_url, "trailseal_scratch") as url:
+        yield url
 
 
 @pytest.fixture
