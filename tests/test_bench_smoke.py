@@ -84,3 +84,19 @@ def test_write_split_times_each_write() -> None:
     assert set(found) == {"event_ids insert", "inbox insert", "inbox delete by position",
                           "events insert", "COPY into events"}
     assert all(value > 0 for value in found.values()), found
+
+
+def test_cpu_split_counts_each_process() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "cpu_split.py"), "--events", "200", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout)["medians"]
+    assert set(found) == {"serve", "serve, archiver off", "API alone", "sequencer alone"}
+    for way in ("serve", "serve, archiver off", "API alone"):
+        assert set(found[way]["cpu_us_per_event"]) == {"api", "postgres", "clients"}
+    assert set(found["sequencer alone"]["cpu_us_per_event"]) == {"sequencer", "postgres"}
+    # Every process did some work for the events, and every event was counted.
+    for way in found.values():
+        assert way["events_per_second"] > 0
+        assert all(value > 0 for value in way["cpu_us_per_event"].values()), way
