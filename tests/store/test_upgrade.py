@@ -4,7 +4,10 @@ event numbered by its producer (migration 0003) is tracked in the upgraded datab
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import psycopg
+import pytest
 from psycopg import AsyncConnection
 
 from tests.support import an_event, fresh_database, run
@@ -111,3 +114,38 @@ def test_each_partition_gets_the_target_statistics(database_url, settings):
                 "SELECT stxkind FROM pg_statistic_ext WHERE stxname = %s",
                 (made[0] + "_targets",)).fetchone() == (["f", "m"],)  # dependencies, mcv
         assert sorted(dict(_statistics(url))) == sorted([*found, made[0]])
+
+
+def test_the_event_times_rule_is_checked_on_the_existing_log(database_url, settings):
+    # Migration 0011 adds "occurred_at <= received_at + 1 day" to the inbox and the log.
+    # Rows ingest wrote always keep it, and the upgrade takes them; a row written around
+    # ingest that breaks it stops the upgrade with a message naming the rule, and
+    # nothing of 0011 is applied.
+    with fresh_database(database_url, "trailseal_times") as url:
+        migrate.migrate(url, target=10)
+        run(_tenant(url))
+        run(_ingest_and_sequence(url, settings))
+        assert [m.version for m in migrate.migrate(url)] == [11]
+    with fresh_database(database_url, "trailseal_times") as url:
+        migrate.migrate(url, target=10)
+        run(_tenant(url))
+        run(_ingest_and_sequence(url, settings))
+        at = ingest.now()
+        event = ingest.prepare([an_event()], "legacy", at)[0]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO trailseal.events (tenant, seq, id, occurred_at, received_at,"
+                " actor_type, actor_id, action, target_type, target_id, outcome, canonical,"
+                " leaf_hash, chain_hash) VALUES ('legacy', 1, %s, %s, %s, 'user', 'u_1',"
+                " 'user.login.succeeded', 'user', 'u_1', 'success', %s, %s, %s)",
+                (event.id, at + timedelta(days=2), at, event.canonical, event.leaf_hash,
+                 chain_hash(GENESIS_CHAIN_HASH, event.leaf_hash)))
+        with pytest.raises(migrate.MigrationError,
+                           match=r"holds 1 event\(s\) whose occurred_at is more than a day"):
+            migrate.migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute(
+                "SELECT max(version) FROM trailseal.schema_migrations").fetchone() == (10,)
+            assert conn.execute(
+                "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%occurred_by_received'"
+            ).fetchone() == (0,)

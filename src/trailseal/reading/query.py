@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from psycopg import AsyncConnection, sql
 
 from trailseal.errors import FieldProblem, InvalidInput
-from trailseal.model import ACTION_PATTERN
+from trailseal.model import ACTION_PATTERN, FUTURE_TOLERANCE
 from trailseal.reading import cursor
 from trailseal.store import Role, scoped
 
@@ -247,8 +247,14 @@ def conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], lis
         )))
         params.extend([pattern] * len(_NAMED))
     if flt.since is not None:
+        # No event is more than FUTURE_TOLERANCE ahead of its receipt (the database's
+        # CHECK, migration 0011), so this also bounds received_at, by which the log is
+        # partitioned: the partitions received before it are not read, nor planned.
         where.append(sql.SQL("occurred_at >= %s"))
         params.append(flt.since)
+        if flt.since.year > 1:  # else there is no earlier time to bound it by
+            where.append(sql.SQL("received_at >= %s"))
+            params.append(flt.since - FUTURE_TOLERANCE)
     if flt.until is not None:
         where.append(sql.SQL("occurred_at < %s"))
         params.append(flt.until)
