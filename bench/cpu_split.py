@@ -10,7 +10,9 @@ of 500), each on a fresh tenant of one embedded PostgreSQL:
 - **API alone**: `trailseal serve` with `TRAILSEAL_RUN_SEQUENCER=false` (and the
   archiver off), which only fills the inbox; then **sequencer alone**: the real
   sequencer, in this process once the clients are done, moving those events into the
-  log with the default batch size.
+  log with the default batch size;
+- **COPY**: the ingest benchmark's baseline, binary COPY of the first way's rows into a
+  table like `events` (its CPU includes creating and dropping that table).
 
 For each: the wall time until the last request is answered and until the last event is
 sequenced, and the CPU time (user + system, read from /proc) of the API process, of
@@ -184,6 +186,17 @@ async def _sequence(env: common.Env, tenant: str, postmaster: int
         await pool.close()
 
 
+def _copy(env: common.Env, tenant: str, count: int, round_: int) -> dict[str, Any]:
+    """The ingest benchmark's baseline, counted the same way: binary COPY of ``tenant``'s
+    rows into a table like ``events``."""
+    rows, pg = env.tmp / "cpu_split.copy", _postmaster(env.tmp)
+    ingest_rate._dump(env.url, tenant, rows)
+    pg0, own0 = cluster_cpu(pg), time.process_time()
+    seconds = ingest_rate._copy_seconds(env.url, rows, round_)
+    return _figures(count, seconds, {"postgres": cluster_cpu(pg) - pg0,
+                                     "clients": time.process_time() - own0})
+
+
 def measure(env: common.Env, count: int) -> list[dict[str, Any]]:
     """Each round's figures, per way of running."""
     requests = ingest_rate.bodies(count)
@@ -197,6 +210,7 @@ def measure(env: common.Env, count: int) -> list[dict[str, Any]]:
                                                  {"TRAILSEAL_RUN_ARCHIVER": "false"}),
             }
             found.update(_split(env, sizes, requests, count, f"split{k}"))
+            found["COPY"] = _copy(env, f"cpu{k}", count, k)
             rounds.append(found)
     finally:
         sizes.close()
