@@ -249,7 +249,8 @@ def conditions(tenant: str, flt: EventFilter) -> tuple[list[sql.Composable], lis
     if flt.since is not None:
         # No event is more than FUTURE_TOLERANCE ahead of its receipt (the database's
         # CHECK, migration 0011), so this also bounds received_at, by which the log is
-        # partitioned: the partitions received before it are not read, nor planned.
+        # partitioned: the partitions received over a day before it are neither planned
+        # nor read.
         where.append(sql.SQL("occurred_at >= %s"))
         params.append(flt.since)
         if flt.since.year > 1:  # else there is no earlier time to bound it by
