@@ -230,5 +230,9 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
             "load_average": os.getloadavg(), "medians": _median(rounds)}
 
 
-if __name__ == "__main__":
+def main() -> None:
     common.script(__doc__ or NAME, run, events=30_000)
+
+
+if __name__ == "__main__":
+    main()
