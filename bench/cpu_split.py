@@ -122,49 +122,46 @@ def _serve(env: common.Env, port: int, settings: dict[str, str]) -> subprocess.P
     return server
 
 
-def _combined(env: common.Env, sizes: Sizes, requests: list[bytes], count: int,
-              tenant: str, settings: dict[str, str]) -> dict[str, Any]:
-    """Post and sequence in one `trailseal serve`."""
-    port = 19000 + os.getpid() % 500
+def _post(env: common.Env, settings: dict[str, str], port: int, tenant: str,
+          requests: list[bytes], until: Sizes | None, count: int,
+          ) -> tuple[float, float, dict[str, float]]:
+    """Post ``requests`` to a `trailseal serve` of its own with ``settings``; with
+    ``until``, also wait until all ``count`` events are sequenced. Returns the seconds
+    until the last answer, the seconds until the end, and each process's CPU seconds."""
     server = _serve(env, port, settings)
     try:
         token, pg = env.token(tenant), _postmaster(env.tmp)
         api0, pg0, start = process_cpu(server.pid), cluster_cpu(pg), _clock()
         ingest_rate._post_all(f"http://127.0.0.1:{port}", token, requests)
         posted = time.perf_counter()
-        done = sizes.wait(tenant, count)
-        clients = time.process_time() - start["clients"]
+        done = posted if until is None else until.wait(tenant, count)
         cpu = {"api": process_cpu(server.pid) - api0, "postgres": cluster_cpu(pg) - pg0,
-               "clients": clients}
+               "clients": time.process_time() - start["clients"]}
     finally:
         server.terminate()
         server.wait(30)
-    found = _figures(count, done - start["wall"], cpu)
-    found["posted_events_per_second"] = count / (posted - start["wall"])
+    return posted - start["wall"], done - start["wall"], cpu
+
+
+def _combined(env: common.Env, sizes: Sizes, requests: list[bytes], count: int,
+              tenant: str, settings: dict[str, str]) -> dict[str, Any]:
+    """Post and sequence in one `trailseal serve`."""
+    posted, done, cpu = _post(env, settings, 19000 + os.getpid() % 500, tenant, requests,
+                              sizes, count)
+    found = _figures(count, done, cpu)
+    found["posted_events_per_second"] = count / posted
     return found
 
 
-def _split(env: common.Env, sizes: Sizes, requests: list[bytes], count: int,
+def _split(env: common.Env, requests: list[bytes], count: int,
            tenant: str) -> dict[str, Any]:
-    """Fill the inbox with the sequencer off, then sequence it with a standalone one."""
-    port = 19500 + os.getpid() % 500
-    server = _serve(env, port, {"TRAILSEAL_RUN_SEQUENCER": "false",
-                                "TRAILSEAL_RUN_ARCHIVER": "false"})
-    pg = _postmaster(env.tmp)
-    try:
-        token = env.token(tenant)
-        api0, pg0, start = process_cpu(server.pid), cluster_cpu(pg), _clock()
-        ingest_rate._post_all(f"http://127.0.0.1:{port}", token, requests)
-        posted = time.perf_counter()
-        clients = time.process_time() - start["clients"]
-        api = {"api": process_cpu(server.pid) - api0, "postgres": cluster_cpu(pg) - pg0,
-               "clients": clients}
-    finally:
-        server.terminate()
-        server.wait(30)
-    sequenced, seq_cpu, pg_cpu = asyncio.run(_sequence(env, tenant, pg))
+    """Fill the inbox with the sequencer off, then sequence it in this process."""
+    posted, _, api = _post(env, {"TRAILSEAL_RUN_SEQUENCER": "false",
+                                 "TRAILSEAL_RUN_ARCHIVER": "false"},
+                           19500 + os.getpid() % 500, tenant, requests, None, count)
+    sequenced, seq_cpu, pg_cpu = asyncio.run(_sequence(env, tenant, _postmaster(env.tmp)))
     moved = {"sequencer": seq_cpu, "postgres": pg_cpu}
-    return {"API alone": _figures(count, posted - start["wall"], api),
+    return {"API alone": _figures(count, posted, api),
             "sequencer alone": _figures(count, sequenced, moved)}
 
 
@@ -209,7 +206,7 @@ def measure(env: common.Env, count: int) -> list[dict[str, Any]]:
                 "serve, archiver off": _combined(env, sizes, requests, count, f"noarch{k}",
                                                  {"TRAILSEAL_RUN_ARCHIVER": "false"}),
             }
-            found.update(_split(env, sizes, requests, count, f"split{k}"))
+            found.update(_split(env, requests, count, f"split{k}"))
             found["COPY"] = _copy(env, f"cpu{k}", count, k)
             rounds.append(found)
     finally:
