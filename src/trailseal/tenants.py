@@ -11,6 +11,8 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +21,7 @@ from psycopg import AsyncConnection
 
 from trailseal.errors import InvalidInput, NotFound
 from trailseal.ids import uuid7
-from trailseal.store import Role, scoped
+from trailseal.store import Role, scoped, scoped_query
 
 SCOPES = ("ingest", "read", "export", "admin")
 TOKEN_PREFIX = "tsk_"  # noqa: S105 (a prefix, not a secret)
@@ -144,26 +146,26 @@ async def revoke_key(conn: AsyncConnection, tenant: str, key_id: uuid.UUID) -> N
 
 async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
     """The principal a bearer token stands for, or None."""
-    async with scoped(conn, Role.READER):
-        return await authenticate_here(conn, token)
+    async with authenticated(conn, token) as found:
+        return found
 
 
-async def authenticate_here(conn: AsyncConnection, token: str) -> Principal | None:
-    """``authenticate`` inside the caller's open transaction, which acts as
-    trailseal_reader or trailseal_ingest. When the token is good, the transaction's tenant
-    (``trailseal.tenant``) becomes its key's in the same statement, so what the
-    transaction reads next is that tenant's rows and no other's."""
+@asynccontextmanager
+async def authenticated(conn: AsyncConnection, token: str) -> AsyncIterator[Principal | None]:
+    """A transaction on ``conn`` as trailseal_reader in which ``token``'s key was looked
+    up: its principal, or None. When the token is good,
+    the transaction's tenant (``trailseal.tenant``) is its key's, set in the lookup's own
+    statement, so what the transaction reads next is that tenant's rows and no other's.
+    The BEGIN, the role and the lookup reach PostgreSQL in one round trip."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-        return None
-    cur = await conn.execute(
-        "SELECT tenant, key_id, scopes, set_config('trailseal.tenant', tenant, true)"
-        " FROM trailseal.authenticate(%s)",
-        (token_hash(token),),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    return Principal(row[0], row[1], frozenset(row[2]))
+        async with scoped(conn, Role.READER):
+            yield None
+        return
+    lookup = ("SELECT tenant, key_id, scopes, set_config('trailseal.tenant', tenant, true)"
+              " FROM trailseal.authenticate(%s)")
+    async with scoped_query(conn, Role.READER, lookup, (token_hash(token),)) as cursor:
+        row = await cursor.fetchone()
+        yield None if row is None else Principal(row[0], row[1], frozenset(row[2]))
 
 
 async def live_key(conn: AsyncConnection, tenant: str, key_id: uuid.UUID) -> Principal | None:

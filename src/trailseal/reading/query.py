@@ -337,14 +337,18 @@ async def read_page(
     # network of a few addresses from one holding a large share of the log, and read and sorted
     # every match of the wide one (363 ms for a page of failed logins at 400,000 events,
     # against under 20 planned for the values).
-    cur = await conn.execute(statement, params, prepare=False)
+    async with conn.pipeline():  # the page and the list of warm segments: one round trip
+        cur = await conn.execute(statement, params, prepare=False)
+        listing = None if warm is None else await warm.list_segments(conn, tenant, flt)
     rows = await cur.fetchall()
-    if warm is not None:  # events that left PostgreSQL, from their segments
+    if warm is not None and listing is not None:  # events that left PostgreSQL
         from trailseal.reading.warm import merge
 
-        found = await warm.rows(conn, tenant, flt, order=order, after=position,
-                                limit=limit + 1)
-        rows = list(merge(rows, found, order))[: limit + 1]
+        segments = await warm.segments_of(listing)
+        if segments:
+            found = await warm.rows(conn, tenant, flt, order=order, after=position,
+                                    limit=limit + 1, segments=segments)
+            rows = list(merge(rows, found, order))[: limit + 1]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from trailseal.archive.worm import WormError, WormStore
 from trailseal.reading.query import EventFilter, Order, like_escape
@@ -57,12 +57,23 @@ class Warm:
         self.store = store
         self.cache_dir = cache_dir
 
+    async def list_segments(self, conn: AsyncConnection, tenant: str,
+                            flt: EventFilter) -> AsyncCursor[Any]:
+        """Ask for the warm segments that may hold matches (in a transaction scoped to
+        ``tenant``); :meth:`segments_of` reads the answer. In pipeline mode the question
+        travels with the statements around it."""
+        return await conn.execute(_WARM, (tenant, flt.since, flt.since, flt.until, flt.until))
+
+    @staticmethod
+    async def segments_of(listing: AsyncCursor[Any]) -> list[tuple[str, bytes]]:
+        """Key and SHA-256 of the segments :meth:`list_segments` found."""
+        return [(row[0], bytes(row[1])) for row in await listing.fetchall()]
+
     async def segments(self, conn: AsyncConnection, tenant: str,
                        flt: EventFilter) -> list[tuple[str, bytes]]:
         """Key and SHA-256 of the warm segments that may hold matches (in a transaction
         scoped to ``tenant``)."""
-        cur = await conn.execute(_WARM, (tenant, flt.since, flt.since, flt.until, flt.until))
-        return [(row[0], bytes(row[1])) for row in await cur.fetchall()]
+        return await self.segments_of(await self.list_segments(conn, tenant, flt))
 
     def _local(self, key: str, sha256: bytes) -> Path | None:
         path = self.cache_dir / key
@@ -82,8 +93,10 @@ class Warm:
         partial.replace(path)
         return path
 
-    async def _paths(self, conn: AsyncConnection, tenant: str, flt: EventFilter) -> list[str]:
-        found = await self.segments(conn, tenant, flt)
+    async def _paths(self, conn: AsyncConnection, tenant: str, flt: EventFilter,
+                     found: list[tuple[str, bytes]] | None = None) -> list[str]:
+        if found is None:
+            found = await self.segments(conn, tenant, flt)
         if not found:
             return []
         return await asyncio.to_thread(
@@ -91,10 +104,12 @@ class Warm:
 
     async def rows(self, conn: AsyncConnection, tenant: str, flt: EventFilter, *,
                    order: Order, after: tuple[datetime, int] | None = None,
-                   limit: int | None = None) -> list[Row]:
+                   limit: int | None = None,
+                   segments: list[tuple[str, bytes]] | None = None) -> list[Row]:
         """The warm rows matching ``flt`` in (occurred_at, seq) ``order`` from just past
-        ``after``, at most ``limit``."""
-        paths = await self._paths(conn, tenant, flt)
+        ``after``, at most ``limit``; from ``segments`` when the caller listed them
+        already (:meth:`list_segments`)."""
+        paths = await self._paths(conn, tenant, flt, segments)
         if not paths:
             return []
         return await asyncio.to_thread(_query, paths, flt, order, after, limit)

@@ -9,13 +9,18 @@ connections (and PgBouncer in transaction mode) safe.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor, AsyncTransaction
 from psycopg_pool import AsyncConnectionPool
 
+if TYPE_CHECKING:  # QueryNoTemplate is psycopg 3.3's name
+    from psycopg.abc import Params, QueryNoTemplate
+
 SCHEMA = "trailseal"
+_SCOPE = "SELECT set_config('role', %s, true), set_config('trailseal.tenant', %s, true)"
 
 
 class Role(StrEnum):
@@ -49,13 +54,37 @@ async def scoped(
     conn: AsyncConnection, role: Role, tenant: str | None = None
 ) -> AsyncIterator[AsyncConnection]:
     """One transaction on ``conn`` as ``role``, scoped to ``tenant`` (None: no tenant,
-    so tenant tables show no rows)."""
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT set_config('role', %s, true), set_config('trailseal.tenant', %s, true)",
-            (role.value, tenant or ""),
-        )
+    so tenant tables show no rows). Its BEGIN and its scope reach PostgreSQL together."""
+    async with _begun(conn, role, tenant, ()):
         yield conn
+
+
+@asynccontextmanager
+async def scoped_query(
+    conn: AsyncConnection, role: Role, query: QueryNoTemplate, params: Params,
+    tenant: str | None = None,
+) -> AsyncIterator[AsyncCursor[Any]]:
+    """``scoped``, with ``query`` (and its ``params``) for first statement, sent along
+    with the BEGIN and the scope: one round trip for the three, where each alone would
+    wait for its answer. Yields the query's cursor, its rows fetched."""
+    async with _begun(conn, role, tenant, ((query, params),)) as cursors:
+        yield cursors[0]
+
+
+@asynccontextmanager
+async def _begun(
+    conn: AsyncConnection, role: Role, tenant: str | None,
+    first: tuple[tuple[QueryNoTemplate, Params], ...],
+) -> AsyncIterator[list[AsyncCursor[Any]]]:
+    # In pipeline mode the BEGIN, the scope and ``first`` are sent without waiting; the
+    # pipeline's end waits once for all their answers. The transaction stays open past
+    # it and ends (commit, or rollback on an exception) as the stack unwinds.
+    async with AsyncExitStack() as stack:
+        async with conn.pipeline():
+            await stack.enter_async_context(AsyncTransaction(conn))
+            await conn.execute(_SCOPE, (role.value, tenant or ""))
+            cursors = [await conn.execute(query, params) for query, params in first]
+        yield cursors
 
 
 @asynccontextmanager

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from psycopg import AsyncConnection
 
-from trailseal.store import Role, scoped
-from trailseal.tenants import Principal, authenticate, authenticate_here
+from trailseal.tenants import Principal, authenticate, authenticated
 from trailseal.web.problems import Problem
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="trailseal"'}
@@ -62,7 +61,8 @@ def reading(scope: str = "read") -> Callable[[Request], AsyncIterator[Reading]]:
 
     async def dependency(request: Request) -> AsyncIterator[Reading]:
         token = _token(request)
-        async with request.app.state.pool.connection() as conn, scoped(conn, Role.READER):
-            yield Reading(_admitted(await authenticate_here(conn, token), scope), conn)
+        async with (request.app.state.pool.connection() as conn,
+                    authenticated(conn, token) as found):
+            yield Reading(_admitted(found, scope), conn)
 
     return dependency
