@@ -153,10 +153,10 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
 @asynccontextmanager
 async def authenticated(conn: AsyncConnection, token: str) -> AsyncIterator[Principal | None]:
     """A transaction on ``conn`` as trailseal_reader in which ``token``'s key was looked
-    up: its principal, or None. When the token is good,
-    the transaction's tenant (``trailseal.tenant``) is its key's, set in the lookup's own
-    statement, so what the transaction reads next is that tenant's rows and no other's.
-    The BEGIN, the role and the lookup reach PostgreSQL in one round trip."""
+    up: its principal, or None. When the token is good, the transaction's tenant
+    (``trailseal.tenant``) is its key's, set in the lookup's own statement, so what the
+    transaction reads next is that tenant's rows and no other's. The BEGIN, the role and
+    the lookup reach PostgreSQL in one round trip."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         async with scoped(conn, Role.READER):
             yield None
