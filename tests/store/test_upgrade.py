@@ -16,7 +16,7 @@ from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
 from trailseal.integrity.checkpoint import log_origin
 from trailseal.runtime import build_sequencer, load_signer
 from trailseal.store import create_pool, migrate
-from trailseal.tenants import create_tenant
+from trailseal.tenants import authenticate, create_key, create_tenant, revoke_key
 from trailseal.verify import verify_tenant
 
 
@@ -125,7 +125,7 @@ def test_the_event_times_rule_is_checked_on_the_existing_log(database_url, setti
         migrate.migrate(url, target=10)
         run(_tenant(url))
         run(_ingest_and_sequence(url, settings))
-        assert [m.version for m in migrate.migrate(url)] == [11]
+        assert [m.version for m in migrate.migrate(url, target=11)] == [11]
     with fresh_database(database_url, "trailseal_times") as url:
         migrate.migrate(url, target=10)
         run(_tenant(url))
@@ -149,3 +149,40 @@ def test_the_event_times_rule_is_checked_on_the_existing_log(database_url, setti
             assert conn.execute(
                 "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%occurred_by_received'"
             ).fetchone() == (0,)
+
+
+def test_keys_made_before_authenticate_kept_its_plan_still_authenticate(database_url):
+    # Migration 0012 rewrites trailseal.authenticate() in PL/pgSQL: the same answers, the
+    # same owner and grants, for keys made before it.
+    async def key(url: str) -> tuple[str, str]:
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            await create_tenant(conn, "legacy")
+            live = await create_key(conn, "legacy", ("read",), name="live")
+            gone = await create_key(conn, "legacy", ("read",), name="gone")
+            await revoke_key(conn, "legacy", gone.key_id)
+        return live.token, gone.token
+
+    async def principal(url: str, token: str) -> object:
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            found = await authenticate(conn, token)
+        return None if found is None else (found.tenant, sorted(found.scopes))
+
+    def definition(url: str) -> tuple[object, ...]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT l.lanname, p.prosecdef, pg_get_userbyid(p.proowner), p.proacl::text[]"
+                " FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+                " WHERE p.oid = 'trailseal.authenticate(bytea)'::regprocedure").fetchone()
+        assert row is not None
+        return tuple(row)
+
+    with fresh_database(database_url, "trailseal_authenticate") as url:
+        migrate.migrate(url, target=11)
+        live, gone = run(key(url))
+        before = definition(url)
+        assert before[0] == "sql"
+        assert [m.version for m in migrate.migrate(url, target=12)] == [12]
+        assert definition(url) == ("plpgsql", *before[1:])
+        assert run(principal(url, live)) == ("legacy", ["read"])
+        assert run(principal(url, gone)) is None
+        assert run(principal(url, "tsk_" + "0" * 43)) is None
