@@ -22,13 +22,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# A C compiler builds trailseal.integrity._jcs (verify's quick canonical check); the
-# install goes on without one, and the tests then say the module is missing.
-$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/trailseal/integrity/_jcs.c
+# A C compiler builds trailseal.integrity._jcs (verify's quick canonical check) and, with
+# OpenSSL's headers, trailseal.integrity._rfc6962 (RFC 6962 hashing over runs); the
+# install goes on without them, and the tests then say the modules are missing.
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py src/trailseal/integrity/*.c
 	@command -v cc >/dev/null && $(BIN)/python -c 'import os, sysconfig, sys; \
-	  sys.exit(not os.path.exists(sysconfig.get_path("include") + "/Python.h"))' || \
+	  sys.exit(not os.path.exists(sysconfig.get_path("include") + "/Python.h"))' && \
+	  echo '#include <openssl/sha.h>' | cc -E - >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc python3-dev; }
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gcc python3-dev libssl-dev; }
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 

@@ -30,8 +30,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from trailseal.gaps import SourceState, merge
-from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash
+from trailseal.integrity import GENESIS_CHAIN_HASH, HASH_SIZE
 from trailseal.integrity.checkpoint import Checkpoint, log_origin, sign_checkpoint
+from trailseal.integrity.hashing import chain_hashes
 from trailseal.integrity.notes import Signer
 from trailseal.integrity.tiles import FullTile, TreeState
 from trailseal.leases import Leases
@@ -274,14 +275,13 @@ class Sequencer:
                     missing, [next(r[2] for r in rows if _month(r[2]) == m) for m in missing]
                 )
             tiles = await self._catch_up(conn, tenant, tree, size)
-            positions, seqs, chains = [], [], []
-            for offset, (pos, leaf, *_) in enumerate(rows):
-                leaf = bytes(leaf)
-                previous = chain_hash(previous, leaf)
-                positions.append(pos)
-                seqs.append(size + offset)
-                chains.append(previous)
-                tiles.extend(tree.append(leaf))
+            positions = [row[0] for row in rows]
+            seqs = list(range(size, size + len(rows)))
+            leaves = [bytes(row[1]) for row in rows]
+            joined = chain_hashes(previous, b"".join(leaves))
+            chains = [joined[at : at + HASH_SIZE] for at in range(0, len(joined), HASH_SIZE)]
+            previous = chains[-1]
+            tiles.extend(tree.extend(leaves))
             cur = await conn.execute(
                 _MOVE, {"tenant": tenant, "pos": positions, "seq": seqs, "chain": chains}
             )

@@ -97,3 +97,6 @@ def test_stored_hashes_of_the_wrong_length_are_departures_not_errors():
     raw = [(i, ENTRIES[i], LEAVES[i], CHAINS[i]) for i in range(299, 400)]
     raw[21] = (320, ENTRIES[320], LEAVES[320], CHAINS[320] + b"x")  # seq 320's chain, longer
     assert recompute_rows(300, raw, b"".join(LEAVES[300:400])).done.first_bad_chain == 20
+    raw = [(i, ENTRIES[i], LEAVES[i], CHAINS[i]) for i in range(299, 400)]
+    raw[0] = (299, ENTRIES[299], LEAVES[299], CHAINS[299][:31])  # the chain before the run
+    assert recompute_rows(300, raw, b"".join(LEAVES[300:400])).done.first_bad_chain == 0

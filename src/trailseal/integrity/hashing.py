@@ -6,6 +6,7 @@ never be passed off as a node, which is what makes second-preimage forgery fail.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from hashlib import sha256
 
 __all__ = [
@@ -13,8 +14,11 @@ __all__ = [
     "GENESIS_CHAIN_HASH",
     "HASH_SIZE",
     "chain_hash",
+    "chain_hashes",
     "leaf_hash",
+    "leaf_hashes",
     "node_hash",
+    "tree_levels",
 ]
 
 HASH_SIZE = 32
@@ -52,3 +56,62 @@ def chain_hash(previous: bytes, leaf: bytes) -> bytes:
             if len(digest) != HASH_SIZE:
                 raise ValueError(f"{name} must be {HASH_SIZE} bytes, got {len(digest)}")
     return sha256(joined).digest()
+
+
+# Over many values at once: the same hashes as above, one call for a run of them. The C
+# module (optional at install; OpenSSL's SHA-256, as hashlib's) does them without a
+# Python round per hash; the Python below is the reference it is tested against, and
+# what runs without it.
+
+
+def _leaf_hashes(entries: Sequence[bytes]) -> bytes:
+    return b"".join([sha256(_LEAF_PREFIX + entry).digest() for entry in entries])
+
+
+def _chain_hashes(previous: bytes, leaves: bytes) -> bytes:
+    _check_chain_input(previous, leaves)
+    chains = []
+    for at in range(0, len(leaves), HASH_SIZE):
+        previous = sha256(previous + leaves[at : at + HASH_SIZE]).digest()
+        chains.append(previous)
+    return b"".join(chains)
+
+
+def _tree_levels(hashes: bytes) -> bytes:
+    _check_levels_input(hashes)
+    levels, below = [], hashes
+    while len(below) > HASH_SIZE:
+        below = b"".join([sha256(_NODE_PREFIX + below[at : at + 2 * HASH_SIZE]).digest()
+                          for at in range(0, len(below), 2 * HASH_SIZE)])
+        levels.append(below)
+    return b"".join(levels)
+
+
+def _check_chain_input(previous: bytes, leaves: bytes) -> None:
+    if len(previous) != HASH_SIZE:
+        raise ValueError(f"previous must be {HASH_SIZE} bytes, got {len(previous)}")
+    if len(leaves) % HASH_SIZE:
+        raise ValueError(f"leaves must be whole {HASH_SIZE}-byte hashes, got {len(leaves)} bytes")
+
+
+def _check_levels_input(hashes: bytes) -> None:
+    count = len(hashes) // HASH_SIZE
+    if len(hashes) % HASH_SIZE or count == 0 or count & (count - 1):
+        raise ValueError(
+            f"hashes must be a power-of-two count of {HASH_SIZE}-byte hashes, got"
+            f" {len(hashes)} bytes")
+
+
+leaf_hashes: Callable[[Sequence[bytes]], bytes]
+"""SHA-256(0x00 || entry) of every entry, concatenated: ``leaf_hash`` over a run."""
+chain_hashes: Callable[[bytes, bytes], bytes]
+"""The chain over concatenated leaf hashes from ``previous``: each SHA-256(the chain
+hash before || leaf), concatenated: ``chain_hash`` over a run."""
+tree_levels: Callable[[bytes], bytes]
+"""The interior nodes over a power-of-two count of concatenated hashes: their pairs'
+``node_hash``, then those nodes' pairs', ... up to the root (the last 32 bytes),
+concatenated; empty for one hash."""
+try:
+    from trailseal.integrity._rfc6962 import chain_hashes, leaf_hashes, tree_levels
+except ImportError:  # pragma: no cover - the install without a C compiler
+    leaf_hashes, chain_hashes, tree_levels = _leaf_hashes, _chain_hashes, _tree_levels

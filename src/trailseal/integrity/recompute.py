@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from hashlib import sha256
 
 from trailseal.integrity.canonical import first_not_canonical
-from trailseal.integrity.hashing import HASH_SIZE
+from trailseal.integrity.hashing import HASH_SIZE, chain_hashes, leaf_hashes, tree_levels
 from trailseal.integrity.tiles import TILE_WIDTH
 
 __all__ = ["Recomputed", "recompute"]
@@ -50,8 +49,8 @@ def recompute(
     hash of the entry before the first."""
     if not len(stored_leaves) == len(stored_chains) == len(entries) * HASH_SIZE:
         raise ValueError("entries, stored leaves and stored chains differ in length")
-    leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
-    joined_leaves = b"".join(leaves)
+    joined_leaves = leaf_hashes(entries)
+    leaves = [joined_leaves[at : at + HASH_SIZE] for at in range(0, len(joined_leaves), HASH_SIZE)]
     first_bad_entry = None
     not_canonical = first_not_canonical(entries)
     if (
@@ -65,29 +64,22 @@ def recompute(
             or leaf != stored_leaves[i * HASH_SIZE : (i + 1) * HASH_SIZE]
             or leaf != recorded[i * HASH_SIZE : (i + 1) * HASH_SIZE]
         )
-    chains = []
-    chain = previous
-    for leaf in leaves:
-        chain = sha256(chain + leaf).digest()
-        chains.append(chain)
+    # A chain hash before the run of any other length than a hash's (only tampering past
+    # the table's constraints leaves one) chains to nothing: the run's first link fails.
+    chains = chain_hashes(previous, joined_leaves) if len(previous) == HASH_SIZE else None
     first_bad_chain = None
-    if b"".join(chains) != stored_chains:
+    if chains is None:
+        first_bad_chain = 0 if leaves else None
+    elif chains != stored_chains:
         first_bad_chain = next(
-            i for i, chain in enumerate(chains)
-            if chain != stored_chains[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            i for i in range(len(leaves))
+            if chains[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            != stored_chains[i * HASH_SIZE : (i + 1) * HASH_SIZE]
         )
     tile_roots = {}
     first_tile = -(-first_index // TILE_WIDTH)
     for tile in range(first_tile, (first_index + len(leaves)) // TILE_WIDTH):
         at = tile * TILE_WIDTH - first_index
-        tile_roots[tile] = _perfect_root(leaves[at : at + TILE_WIDTH])
+        levels = tree_levels(joined_leaves[at * HASH_SIZE : (at + TILE_WIDTH) * HASH_SIZE])
+        tile_roots[tile] = levels[-HASH_SIZE:]
     return Recomputed(leaves, first_bad_entry, first_bad_chain, tile_roots)
-
-
-def _perfect_root(layer: list[bytes]) -> bytes:
-    # RFC 6962 interior nodes, SHA-256(0x01 ‖ left ‖ right), pairwise up to the root of
-    # a power-of-two run: the hot loop of a tile, written out.
-    while len(layer) > 1:
-        layer = [sha256(b"\x01" + layer[i] + layer[i + 1]).digest()
-                 for i in range(0, len(layer), 2)]
-    return layer[0]

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from trailseal.integrity.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
+from trailseal.integrity.hashing import EMPTY_ROOT, HASH_SIZE, tree_levels
 from trailseal.integrity.proofs import NodeID, fold_root
 
 __all__ = [
@@ -176,11 +176,9 @@ def partial_tiles(size: int) -> list[tuple[int, int, int]]:
 
 
 def _perfect_root(hashes: Sequence[bytes]) -> bytes:
-    # Pairwise reduction: exact for a power-of-two count, which the callers guarantee.
-    layer = list(hashes)
-    while len(layer) > 1:
-        layer = [node_hash(layer[i], layer[i + 1]) for i in range(0, len(layer), 2)]
-    return layer[0]
+    # Pairwise reduction, the last of the levels: exact for a power-of-two count, which
+    # the callers guarantee.
+    return hashes[0] if len(hashes) == 1 else tree_levels(b"".join(hashes))[-HASH_SIZE:]
 
 
 def _decomposed_roots(hashes: Sequence[bytes]) -> list[bytes]:

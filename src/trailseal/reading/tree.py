@@ -26,7 +26,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from trailseal.errors import OutOfRange
-from trailseal.integrity.hashing import node_hash
+from trailseal.integrity.hashing import tree_levels
 from trailseal.integrity.proofs import (
     NodeID,
     ProofPlan,
@@ -51,17 +51,18 @@ class FullTile:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self._levels: list[list[bytes]] | None = None
+        self._nodes: bytes | None = None  # the levels above the hashes, concatenated
 
     def node(self, offset: int, count: int) -> bytes:
         """The root of the perfect subtree over hashes ``offset .. offset + count``."""
-        if self._levels is None:
-            row = [self.data[i : i + HASH] for i in range(0, len(self.data), HASH)]
-            self._levels = [row]
-            while len(row) > 1:
-                row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)]
-                self._levels.append(row)
-        return self._levels[count.bit_length() - 1][offset // count]
+        if count == 1:
+            return self.data[offset * HASH : (offset + 1) * HASH]
+        if self._nodes is None:
+            self._nodes = tree_levels(self.data)
+        # Level k (count 2**k) starts after the levels below it: 128 + 64 + ... hashes.
+        width = len(self.data) // HASH
+        at = (width - width // (count // 2)) + offset // count
+        return self._nodes[at * HASH : (at + 1) * HASH]
 
 
 class TileCache:
