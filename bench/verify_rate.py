@@ -7,7 +7,8 @@ for logs of 100,000 events or more; timed in a child process whose main module i
 as the command's), and in one process.
 Baseline, same run: SHA-256 of the same canonical bytes read in seq order in binary, in
 one process. Min/median/max over --repeat runs, interleaved. Reproduce:
-`.venv/bin/python bench/verify_rate.py --events 200000`.
+`.venv/bin/python bench/verify_rate.py --events 200000`; with `--before CHECKOUT`,
+another checkout's verify is timed too, both ways, in the same interleaving.
 """
 
 from __future__ import annotations
@@ -80,22 +81,37 @@ async def _child(url: str, data_dir: str, tenant: str, workers: str) -> float:
     return await _verify_seconds(url, settings, tenant, int(workers))
 
 
-def _verify_seconds_in_child(env: common.Env, tenant: str, workers: int) -> float:
+def _verify_seconds_in_child(env: common.Env, tenant: str, workers: int,
+                             checkout: Path | None = None) -> float:
+    """Verify timed in a child process; of another checkout's code when ``checkout``
+    is given (its `src` and `bench` first on the path)."""
+    cwd, environ = ROOT, None
+    if checkout is not None:
+        cwd = str(checkout)
+        environ = {**os.environ, "PYTHONPATH": f"{checkout / 'src'}{os.pathsep}{checkout}"}
     answer = subprocess.run(
         [sys.executable, "-c", _CHILD, env.url, str(env.settings.data_dir), tenant,
-         str(workers)], capture_output=True, text=True, check=True, cwd=ROOT)
+         str(workers)], capture_output=True, text=True, check=True, cwd=cwd, env=environ)
     return float(answer.stdout.strip().splitlines()[-1])
 
 
-def measure(env: common.Env, tenant: str) -> tuple[int, dict[str, list[float]]]:
+def measure(env: common.Env, tenant: str,
+            before: Path | None = None) -> tuple[int, dict[str, list[float]]]:
     """Events in the log, and events/s of each way, interleaved --repeat times (a smoke
-    run at a tiny size leaves out the worker processes, which verify would not start)."""
+    run at a tiny size leaves out the worker processes, which verify would not start).
+    With ``before`` (another checkout), its verify is timed both ways too, in the same
+    interleaving: the side-by-side figure of a change."""
     events = asyncio.run(common.log_size(env.url, tenant))
+    workers = os.cpu_count() or 1
     runs = {
-        "workers": lambda: _verify_seconds_in_child(env, tenant, os.cpu_count() or 1),
+        "workers": lambda: _verify_seconds_in_child(env, tenant, workers),
         "in_process": lambda: asyncio.run(_verify_seconds(env.url, env.settings, tenant, 0)),
         "sha256": lambda: asyncio.run(_baseline_seconds(env.url, tenant)),
     }
+    if before is not None:  # both sides' one-process verify in a child alike
+        runs["in_process"] = lambda: _verify_seconds_in_child(env, tenant, 0)
+        runs["before_workers"] = lambda: _verify_seconds_in_child(env, tenant, workers, before)
+        runs["before_in_process"] = lambda: _verify_seconds_in_child(env, tenant, 0, before)
     if env.smoke and events < PARALLEL_FROM:
         del runs["workers"]
     seconds = common.interleaved(env.repeat, runs)
@@ -135,11 +151,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", type=Path, help="another checkout, timed side by side "
+                        "(its C modules built or copied into its src)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = common.start(Path(tmp), args.repeat)
         try:
-            events, rates = measure(env, env.log(args.events))
+            events, rates = measure(env, env.log(args.events), args.before)
         finally:
             env.close()
     out: dict[str, object] = {"events": events, "cpus": os.cpu_count()}
@@ -147,6 +165,10 @@ def main() -> None:
         out[f"{name}_events_per_second"] = common.spread(values)
     out["ratio_median_workers_to_sha256"] = (
         common.spread(rates["workers"])["median"] / common.spread(rates["sha256"])["median"])
+    for way in ("workers", "in_process"):
+        if f"before_{way}" in rates:
+            out[f"{way}_after_over_before"] = (common.spread(rates[way])["median"]
+                                               / common.spread(rates[f"before_{way}"])["median"])
     print(json.dumps(out, indent=2))
 
 

@@ -75,6 +75,17 @@ def test_ab_runs_a_checkout_against_itself(tmp_path: Path) -> None:
         assert report[kind]["before_p50_ms"] > 0 and report[kind]["after_p50_ms"] > 0
 
 
+def test_verify_rate_times_a_checkout_beside_this_one() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "verify_rate.py"), "--before", str(BENCH.parent),
+         "--events", "300", "--repeat", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    for way in ("workers", "in_process"):
+        assert report[f"before_{way}_events_per_second"]["median"] > 0
+        assert report[f"{way}_after_over_before"] > 0
+
+
 def test_write_split_times_each_write() -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / "write_split.py"), "--events", "200", "--repeat", "1"],
