@@ -69,7 +69,10 @@ def _leaf_hashes(entries: Sequence[bytes]) -> bytes:
 
 
 def _chain_hashes(previous: bytes, leaves: bytes) -> bytes:
-    _check_chain_input(previous, leaves)
+    if len(previous) != HASH_SIZE:
+        raise ValueError(f"previous must be {HASH_SIZE} bytes, got {len(previous)}")
+    if len(leaves) % HASH_SIZE:
+        raise ValueError(f"leaves must be whole {HASH_SIZE}-byte hashes, got {len(leaves)} bytes")
     chains = []
     for at in range(0, len(leaves), HASH_SIZE):
         previous = sha256(previous + leaves[at : at + HASH_SIZE]).digest()
@@ -78,28 +81,17 @@ def _chain_hashes(previous: bytes, leaves: bytes) -> bytes:
 
 
 def _tree_levels(hashes: bytes) -> bytes:
-    _check_levels_input(hashes)
+    count = len(hashes) // HASH_SIZE
+    if len(hashes) % HASH_SIZE or count == 0 or count & (count - 1):
+        raise ValueError(
+            f"hashes must be a power-of-two count of {HASH_SIZE}-byte hashes, got"
+            f" {len(hashes)} bytes")
     levels, below = [], hashes
     while len(below) > HASH_SIZE:
         below = b"".join([sha256(_NODE_PREFIX + below[at : at + 2 * HASH_SIZE]).digest()
                           for at in range(0, len(below), 2 * HASH_SIZE)])
         levels.append(below)
     return b"".join(levels)
-
-
-def _check_chain_input(previous: bytes, leaves: bytes) -> None:
-    if len(previous) != HASH_SIZE:
-        raise ValueError(f"previous must be {HASH_SIZE} bytes, got {len(previous)}")
-    if len(leaves) % HASH_SIZE:
-        raise ValueError(f"leaves must be whole {HASH_SIZE}-byte hashes, got {len(leaves)} bytes")
-
-
-def _check_levels_input(hashes: bytes) -> None:
-    count = len(hashes) // HASH_SIZE
-    if len(hashes) % HASH_SIZE or count == 0 or count & (count - 1):
-        raise ValueError(
-            f"hashes must be a power-of-two count of {HASH_SIZE}-byte hashes, got"
-            f" {len(hashes)} bytes")
 
 
 leaf_hashes: Callable[[Sequence[bytes]], bytes]
