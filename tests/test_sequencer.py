@@ -9,15 +9,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 from psycopg import AsyncConnection
 
-from tests.support import Tenant, an_event, make_tenant, run
+from tests.support import Tenant, an_event, fresh_database, make_tenant, run
 from trailseal import ingest
 from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash, leaf_hash
 from trailseal.runtime import build_sequencer
-from trailseal.sequencer import _LOCK_CLASS
+from trailseal.sequencer import _LOCK_CLASS, _MOVE, _inbox_head
 from trailseal.settings import Settings
-from trailseal.store import create_pool
+from trailseal.store import Role, create_pool, migrate, scoped
 
 
 def _log(database_url: str, tenant: str) -> list[tuple[int, str, bytes, bytes, bytes]]:
@@ -166,3 +167,58 @@ def test_a_tenant_held_by_another_sequencer_is_passed_by(database_url, settings)
 
     run(go())
     assert [(r[0], r[1]) for r in _log(database_url, t.name)] == [(0, event["id"])]
+
+
+@pytest.mark.parametrize("statistics", ["never taken", "taken of other tenants"])
+def test_a_batch_is_read_and_moved_without_reading_the_backlog(database_url, statistics):
+    """The inbox is a queue, so its statistics are always out of date. Here they were
+    never taken, or taken when only other tenants had events waiting, and this tenant
+    has 8,000 waiting: reading the head of its inbox and moving it into the log must
+    touch pages in proportion to the batch, not to the backlog (which plans made for a
+    few rows read whole, for every batch)."""
+    batch = 50
+    with fresh_database(database_url, "trailseal_backlog") as url:
+        migrate.migrate(url)
+
+        async def fill(tenant: str, count: int) -> None:
+            async with await AsyncConnection.connect(url, autocommit=True) as conn:
+                for start in range(0, count, 1000):
+                    at = ingest.now()
+                    events = [an_event() for _ in range(min(1000, count - start))]
+                    await ingest.write_inbox(conn, tenant, ingest.prepare(events, tenant, at), at)
+
+        with psycopg.connect(url, autocommit=True) as conn:  # statistics stay as set here
+            conn.execute("ALTER TABLE trailseal.inbox SET (autovacuum_enabled = off)")
+        if statistics == "taken of other tenants":
+            for _ in range(3):
+                run(fill(make_tenant(url, "other").name, 500))
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE trailseal.inbox")
+        tenant = make_tenant(url, "backlog").name
+        run(fill(tenant, 8000))
+
+        async def heap_pages_read() -> tuple[int, int, int]:
+            """Pages of the inbox's table: those reading the head and moving it read,
+            and the table's size."""
+            fetched = "SELECT pg_stat_get_xact_blocks_fetched('trailseal.inbox'::regclass)"
+            async with await AsyncConnection.connect(url, autocommit=True) as conn:
+                async with scoped(conn, Role.SEQUENCER, tenant):
+                    start = await (await conn.execute(fetched)).fetchone()
+                    rows = await _inbox_head(conn, tenant, batch)
+                    head = await (await conn.execute(fetched)).fetchone()
+                    positions = [r[0] for r in rows]
+                    assert positions == sorted(positions) and len(positions) == batch
+                    await conn.execute(_MOVE, {
+                        "tenant": tenant, "pos": positions, "first": positions[0],
+                        "last": positions[-1], "seq": list(range(batch)),
+                        "chain": [bytes(32)] * batch})
+                    moved = await (await conn.execute(fetched)).fetchone()
+                size = await (await conn.execute(
+                    "SELECT pg_relation_size('trailseal.inbox') / 8192")).fetchone()
+            assert start and head and moved and size
+            return head[0] - start[0], moved[0] - head[0], size[0]
+
+        read, moved, backlog_pages = run(heap_pages_read())
+    assert backlog_pages > 400
+    assert read < backlog_pages / 4, (read, backlog_pages)
+    assert moved < backlog_pages / 2, (moved, backlog_pages)
