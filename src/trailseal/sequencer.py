@@ -368,7 +368,7 @@ async def _inbox_head(conn: AsyncConnection, tenant: str, limit: int) -> list[An
             " WHERE tenant = %s ORDER BY pos LIMIT %s",
             (tenant, limit),
         )
-        await conn.execute("RESET enable_sort")
+        await conn.execute("SET LOCAL enable_sort TO DEFAULT")
     return await cur.fetchall()
 
 
