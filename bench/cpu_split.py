@@ -65,19 +65,25 @@ def process_cpu(pid: int) -> float:
 
 def cluster_cpu(postmaster: int) -> float:
     """CPU seconds of a PostgreSQL cluster: the postmaster, its live children, and the
-    children it has reaped (their time is added to its own on exit)."""
-    fields = _stat(postmaster)
-    total = sum(int(f) for f in fields[11:15]) / TICK
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            child = _stat(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # exited meanwhile: its time is in the postmaster's now
-        if int(child[1]) == postmaster:
-            total += (int(child[11]) + int(child[12])) / TICK
-    return total
+    children it has reaped (their time is added to its own when it reaps them). A child
+    reaped while its siblings are read would be counted in neither place (a backend
+    whose connection just closed, say), so the reading is repeated until the reaped
+    children's time is the same before and after it."""
+    while True:
+        own = _stat(postmaster)
+        reaped = own[13:15]
+        total = sum(int(f) for f in own[11:15]) / TICK
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                child = _stat(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # gone meanwhile: the check below reads again
+            if int(child[1]) == postmaster:
+                total += (int(child[11]) + int(child[12])) / TICK
+        if _stat(postmaster)[13:15] == reaped:
+            return total
 
 
 def _postmaster(tmp: Path) -> int:
