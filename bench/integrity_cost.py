@@ -3,7 +3,8 @@
 Measures: microseconds per event of what the ingest API and the sequencer compute for
 each event's integrity: RFC 8785 canonicalisation of the stored document
 (`canonicalize`), the RFC 6962 leaf hash, the chain hash, and appending the leaf to the
-Merkle tiles (`TreeState.extend`, in batches of 1,000 as the sequencer does). No I/O.
+Merkle tiles (`TreeState.extend`, in batches of 1,000; the sequencer's are up to 5,000).
+No I/O.
 Baselines, same run: SHA-256 of the same canonical bytes (the floor: one hash per event),
 and pymerkle's in-memory tree appending the same bytes (`InmemoryTree.append_entry`).
 Min/median/max over --repeat runs, interleaved. Reproduce:

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         default=True, description="Run the sequencer inside the API process."
     )
     sequencer_batch_size: int = Field(
-        default=1000, ge=1, le=10_000, description="Most events sequenced per transaction."
+        default=5000, ge=1, le=10_000, description="Most events sequenced per transaction."
     )
     sequencer_idle_seconds: float = Field(
         default=0.2, gt=0, description="How long an idle sequencer waits between sweeps."
