@@ -7,7 +7,10 @@ size of every partition of `trailseal.events` with its TOAST and indexes
 the indexes alone; and the overhead tables (`inbox`, `event_ids`, `tiles`, `log_heads`,
 `checkpoints`) per event. Baseline: the mean size of the events' JSON as a producer posts
 it (compact, UTF-8). The archive segment's bytes per event come from
-`bench/segment_size.py` when that benchmark exists. Reproduce:
+`bench/segment_size.py` when that benchmark exists, run with at most SEGMENT_EVENTS
+events: a segment holds at most 10,000, so its bytes per event no longer change with
+the log's size past a hundred segments, and a second 10M-event log would double a full
+run's hours for the same figure. Reproduce:
 `.venv/bin/python bench/storage_size.py --events 100000`.
 """
 
@@ -33,6 +36,7 @@ SIZES = {"smoke": 200, "quick": 100_000, "full": 10_000_000}
 GOAL_SEGMENT = 0.15
 OVERHEAD = ("inbox", "event_ids", "tiles", "log_heads", "checkpoints")
 SEGMENT_SCRIPT = Path(__file__).with_name("segment_size.py")
+SEGMENT_EVENTS = 1_000_000
 
 
 def _sizes(url: str, table: str) -> dict[str, int]:
@@ -99,7 +103,7 @@ def measure(env: common.Env, size: int) -> dict[str, Any]:
 def run(env: common.Env, size: int) -> dict[str, Any]:
     """Bytes per event in PostgreSQL and in a segment, against the raw JSON."""
     found = measure(env, size)
-    seg = segment(size)
+    seg = segment(min(size, SEGMENT_EVENTS))
     raw = found["raw_json_per_event"]
     one = lambda v: {"min": v, "median": v, "max": v}  # noqa: E731  a size does not vary
     baselines = {"raw JSON as posted": one(raw)}
