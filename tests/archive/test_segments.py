@@ -4,17 +4,24 @@ the store with a signed manifest that names the checkpoint they fall under."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import os
 import stat
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any, ClassVar
 
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from typer.testing import CliRunner
 
 from tests.archive.support import ORIGIN_HOST, archiver, fill, seal
 from tests.support import run
+from trailseal.archive import segments
 from trailseal.archive.archiver import _LOCK_CLASS
 from trailseal.archive.segments import (
     Sealed,
@@ -53,6 +60,37 @@ def test_segments_close_by_count_then_by_age(own_database, signer, store, clock)
             "SELECT count(*) FROM trailseal.segment_events WHERE tenant = 'acme'"
             " AND kind = 'verified'").fetchone()
     assert verified == (3,)
+
+
+class _Statements(AsyncCursor):
+    """A cursor that keeps every statement it runs (in ``seen``)."""
+
+    seen: ClassVar[list[str]] = []
+
+    async def execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def]
+        self.seen.append(str(query))
+        return await super().execute(query, params, **kwargs)
+
+
+def test_an_open_segment_is_not_read(own_database, signer, store, clock):
+    # Five young events of one month under a checkpoint: the segment is open, and a
+    # sweep decides it from the first and last event alone, without reading its rows.
+    run(fill(own_database, signer, "acme", 5, clock()))
+    worker = archiver(store, signer, clock, max_events=10)
+
+    async def sweep() -> tuple[int, list[str]]:
+        _Statements.seen = []
+        async with await AsyncConnection.connect(own_database, autocommit=True) as conn:
+            conn.cursor_factory = _Statements
+            return await worker.seal_tenant(conn, "acme"), _Statements.seen
+
+    sealed, statements = run(sweep())
+    assert sealed == 0
+    assert statements and not [q for q in statements if "canonical" in q]
+    clock.advance(minutes=1)
+    sealed, statements = run(sweep())
+    assert sealed == 1 and [q for q in statements if "canonical" in q]
+    assert [(s[0], s[1]) for s in _segments(own_database, "acme")] == [(0, 4)]
 
 
 def test_a_segment_ends_with_its_month(own_database, signer, store, clock):
@@ -100,6 +138,50 @@ def test_a_manifest_by_another_key_or_a_changed_file_is_refused(own_database, si
     data[len(data) // 2] ^= 1
     with pytest.raises(SegmentError, match="SHA-256"):
         check_file(bytes(data), manifest)
+
+
+def test_a_file_signed_over_tampered_events_names_the_first_bad_one(own_database, signer,
+                                                                   store, clock):
+    # A manifest that matches its file (SHA-256, Merkle root and last chain hash taken
+    # from the file itself), over events whose bytes or chain were changed: the check
+    # recomputes every hash and names the first event that does not hold.
+    run(fill(own_database, signer, "acme", 10, clock()))
+    run(seal(own_database, archiver(store, signer, clock), "acme"))
+    [(_, _, key, note)] = _segments(own_database, "acme")
+    manifest = open_manifest(note, [signer.verifier()])
+    columns = pq.read_table(io.BytesIO(store.get(key))).to_pydict()
+
+    def sealed_over(changed: dict[str, list[Any]]) -> Sealed:
+        return segments.seal("acme", {**columns, **changed},
+                             chain_before=bytes.fromhex(manifest.chain_before),
+                             checkpoint=(manifest.checkpoint_size,
+                                         bytes.fromhex(manifest.checkpoint_root)),
+                             retain_until=clock.now, created_at=clock.now, signer=signer)
+
+    untouched = sealed_over({})
+    assert [r[0] for r in check_file(untouched.data, untouched.manifest)] == list(range(10))
+    canonical = list(columns["canonical"])
+    canonical[3] = canonical[3].replace(b'"acme"', b'"acne"')
+    bad = sealed_over({"canonical": canonical})
+    with pytest.raises(SegmentError, match="leaf hash of seq 3 does not match"):
+        check_file(bad.data, bad.manifest)
+    chains = list(columns["chain_hash"])
+    chains[6] = bytes(32)
+    bad = sealed_over({"chain_hash": chains})
+    with pytest.raises(SegmentError, match="chain hash of seq 6 does not follow"):
+        check_file(bad.data, bad.manifest)
+    later = [seq + 1 for seq in columns["seq"]]
+    bad = sealed_over({"seq": later})
+    bad = Sealed(bad.data, replace(bad.manifest, first_seq=0, last_seq=9), bad.note)
+    with pytest.raises(SegmentError, match="seqs differ"):
+        check_file(bad.data, bad.manifest)
+    # A file written with another schema, whose hashes need not be 32 bytes.
+    short = {**columns, "leaf_hash": [h[:31] for h in columns["leaf_hash"]]}
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pydict(short), out)
+    data = out.getvalue()
+    with pytest.raises(SegmentError, match="not all 32 bytes"):
+        check_file(data, replace(manifest, sha256=hashlib.sha256(data).hexdigest()))
 
 
 def test_segments_are_append_only_and_contiguous(own_database, signer, store, clock):

@@ -22,14 +22,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from trailseal.archive.policy import policy_for
 from trailseal.archive.segments import (
+    Columns,
     Manifest,
     Sealed,
     SegmentError,
     check_file,
+    columns_of,
     manifest_key,
     object_key,
     open_manifest,
@@ -47,8 +48,9 @@ Clock = Callable[[], datetime]
 
 _LOCK_CLASS = 0x7365_616C  # advisory lock namespace for sealing ("seal")
 
+# A segment's values, in the order of segments.COLUMNS.
 _ROWS = """
-SELECT seq, canonical, leaf_hash, chain_hash, id, occurred_at, received_at, actor_type,
+SELECT seq, canonical, leaf_hash, chain_hash, id::text, occurred_at, received_at, actor_type,
        actor_id, actor_name, action, target_type, target_id, target_name, outcome,
        host(ip) AS ip, request_id, correlation_id, service
 FROM trailseal.events WHERE tenant = %s AND seq >= %s AND seq < %s ORDER BY seq LIMIT %s
@@ -197,13 +199,17 @@ class Archiver:
             signed = int(row[0]) if row else 0
             if signed <= start:
                 return False
-            async with conn.cursor(row_factory=dict_row) as dcur:
-                await dcur.execute(_ROWS, (tenant, start, signed, self.max_events + 1))
-                rows = await dcur.fetchall()
-            chosen = self._closed(rows, start, now)
-            if chosen is None:
+            if signed - start < self.max_events and not await self._may_close(
+                    conn, tenant, start, signed, now):
+                return False  # too few events, too young: not worth reading them yet
+            async with conn.cursor(binary=True) as rows:
+                await rows.execute(_ROWS, (tenant, start, signed, self.max_events + 1))
+                columns = columns_of(await rows.fetchall())
+            count = self._closed(columns, start, now)
+            if not count:
                 return False
-            last = chosen[-1]["seq"]
+            chosen = {name: values[:count] for name, values in columns.items()}
+            last = chosen["seq"][-1]
             cur = await conn.execute(
                 "SELECT size, root FROM trailseal.checkpoints WHERE tenant = %s AND size > %s"
                 " ORDER BY size LIMIT 1", (tenant, last))
@@ -217,7 +223,7 @@ class Archiver:
             chain_before = await self._chain_before(conn, tenant, start)
             policy = await policy_for(conn, tenant, self.default_preset)
             held = await _tenant_held(conn, tenant)
-        retain_until = _whole_second(max(r["received_at"] for r in chosen) + policy.retain)
+        retain_until = _whole_second(max(chosen["received_at"]) + policy.retain)
         # Building and checking a segment is CPU work (Parquet, zstd, SHA-256) mostly
         # outside the GIL: in a thread, it leaves the event loop to the API and sequencer.
         built = await asyncio.to_thread(
@@ -231,26 +237,41 @@ class Archiver:
         await self.verify_segment(conn, tenant, built.manifest)
         return True
 
-    def _closed(self, rows: list[dict[str, Any]], start: int,
-                now: datetime) -> list[dict[str, Any]] | None:
-        """The rows of the next segment if it is closed, else None."""
-        if not rows:
-            return None
-        chosen: list[dict[str, Any]] = []
-        month = _month(rows[0]["received_at"])
-        for i, row in enumerate(rows[: self.max_events]):
-            if row["seq"] != start + i:
-                log.error("archiver: seq %d is missing from the log; not sealing past it",
-                          start + i)
-                return None
-            if _month(row["received_at"]) != month:
-                return chosen  # the next event is another month's
-            chosen.append(row)
-        if len(chosen) == self.max_events or len(rows) > len(chosen):
-            return chosen
-        if now - rows[0]["received_at"] >= self.max_age:
-            return chosen
-        return None
+    async def _may_close(self, conn: AsyncConnection, tenant: str, start: int, signed: int,
+                         now: datetime) -> bool:
+        """Whether fewer than ``max_events`` signed events from ``start`` may make a
+        closed segment, from the first and the last of them alone: the first is
+        ``max_age`` old, or the last was received in another month (or one is missing,
+        which the full read reports). Otherwise the segment is still open, and its rows
+        (up to ``max_events``, on every sweep) are not read."""
+        cur = await conn.execute(
+            "SELECT seq, received_at FROM trailseal.events WHERE tenant = %s"
+            " AND seq = ANY(%s)", (tenant, [start, signed - 1]))
+        edges: dict[int, datetime] = dict(await cur.fetchall())
+        first, last = edges.get(start), edges.get(signed - 1)
+        if first is None or last is None:
+            return True
+        return now - first >= self.max_age or _month(first) != _month(last)
+
+    def _closed(self, columns: Columns, start: int, now: datetime) -> int:
+        """How many of the events in ``columns`` (read from ``start`` on) make the next
+        segment if it is closed; 0 while it is open."""
+        seqs, received = columns["seq"], columns["received_at"]
+        count = min(len(seqs), self.max_events)
+        if not count:
+            return 0
+        if seqs[:count] != list(range(start, start + count)):
+            missing = next(start + i for i, seq in enumerate(seqs) if seq != start + i)
+            log.error("archiver: seq %d is missing from the log; not sealing past it", missing)
+            return 0
+        month_start = datetime(*_month(received[0]), 1, tzinfo=UTC)
+        month_end = (month_start + timedelta(days=32)).replace(day=1)
+        for i in range(1, count):
+            if not month_start <= received[i] < month_end:
+                return i  # the next event is another month's
+        if count == self.max_events or now - received[0] >= self.max_age:
+            return count
+        return 0
 
     async def _chain_before(self, conn: AsyncConnection, tenant: str, start: int) -> bytes:
         if start == 0:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trailseal.integrity.hashing import chain_hash, leaf_hash
+from trailseal.integrity.hashing import HASH_SIZE, chain_hashes, leaf_hash, leaf_hashes
 from trailseal.integrity.notes import Signer, Verifier, open_note
 from trailseal.integrity.tiles import subtree_root
 
@@ -67,19 +67,28 @@ def manifest_key(key: str) -> str:
     return key.removesuffix(".parquet") + ".manifest"
 
 
-def write_parquet(rows: Sequence[dict[str, Any]]) -> bytes:
-    """The Parquet bytes of ``rows`` (dicts with every name of :data:`COLUMNS`)."""
-    columns = {name: [row[name] for row in rows] for name in COLUMNS}
-    columns["id"] = [str(v) for v in columns["id"]]
-    columns["ip"] = [None if v is None else str(v) for v in columns["ip"]]
-    for name in ("canonical", "leaf_hash", "chain_hash"):
-        columns[name] = [bytes(v) for v in columns[name]]
-    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+Columns = Mapping[str, Sequence[Any]]
+"""A segment's events column by column, under the names of :data:`COLUMNS`: ``seq``
+ints, ``canonical``, ``leaf_hash`` and ``chain_hash`` bytes, times as datetimes, ``id``,
+``ip`` and the other query columns as strings (or None)."""
+
+
+def columns_of(rows: Iterable[Sequence[Any]]) -> dict[str, list[Any]]:
+    """The columns of row tuples whose values are in :data:`COLUMNS` order."""
+    found = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in COLUMNS]
+    if len(found) != len(COLUMNS):
+        raise ValueError(f"a segment row has {len(COLUMNS)} values, got {len(found)}")
+    return dict(zip(COLUMNS, found, strict=True))
+
+
+def write_parquet(columns: Columns) -> bytes:
+    """The Parquet bytes of the events in ``columns``."""
+    table = pa.Table.from_pydict({name: columns[name] for name in COLUMNS}, schema=SCHEMA)
     out = io.BytesIO()
     pq.write_table(
         table, out, compression="zstd", compression_level=ZSTD_LEVEL,
         use_dictionary=[n for n in QUERY_COLUMNS if n != "id"],
-        row_group_size=max(len(rows), 1), write_statistics=True,
+        row_group_size=max(table.num_rows, 1), write_statistics=True,
     )
     return out.getvalue()
 
@@ -165,7 +174,7 @@ def _iso(value: datetime) -> str:
 
 def seal(
     tenant: str,
-    rows: Sequence[dict[str, Any]],
+    columns: Columns,
     *,
     chain_before: bytes,
     checkpoint: tuple[int, bytes],
@@ -173,20 +182,20 @@ def seal(
     created_at: datetime,
     signer: Signer,
 ) -> Sealed:
-    """Build the segment of ``rows`` (contiguous, in seq order, already checked
-    against the log by the caller) and sign its manifest."""
-    if not rows:
+    """Build the segment of the events in ``columns`` (contiguous, in seq order, already
+    checked against the log by the caller) and sign its manifest."""
+    seqs = columns["seq"]
+    if not seqs:
         raise SegmentError("a segment holds at least one event")
-    first, last = rows[0]["seq"], rows[-1]["seq"]
-    data = write_parquet(rows)
-    received = [r["received_at"] for r in rows]
-    occurred = [r["occurred_at"] for r in rows]
+    first, last = seqs[0], seqs[-1]
+    data = write_parquet(columns)
+    received, occurred = columns["received_at"], columns["occurred_at"]
     manifest = Manifest(
-        tenant=tenant, first_seq=first, last_seq=last, count=len(rows),
+        tenant=tenant, first_seq=first, last_seq=last, count=len(seqs),
         file=object_key(tenant, first, last), sha256=hashlib.sha256(data).hexdigest(),
         bytes=len(data),
-        merkle_root=range_root([bytes(r["leaf_hash"]) for r in rows]).hex(),
-        chain_before=chain_before.hex(), chain_last=bytes(rows[-1]["chain_hash"]).hex(),
+        merkle_root=range_root(columns["leaf_hash"]).hex(),
+        chain_before=chain_before.hex(), chain_last=columns["chain_hash"][-1].hex(),
         checkpoint_size=checkpoint[0], checkpoint_root=checkpoint[1].hex(),
         min_received_at=_iso(min(received)), max_received_at=_iso(max(received)),
         min_occurred_at=_iso(min(occurred)), max_occurred_at=_iso(max(occurred)),
@@ -206,17 +215,27 @@ def check_file(data: bytes, manifest: Manifest) -> list[tuple[int, bytes, bytes,
     except (pa.ArrowException, OSError) as exc:
         raise SegmentError(f"not a readable Parquet file: {exc}") from None
     seqs = [r[0] for r in rows]
-    if seqs != list(range(manifest.first_seq, manifest.last_seq + 1)):
+    if not seqs or seqs != list(range(manifest.first_seq, manifest.last_seq + 1)):
         raise SegmentError("the file's seqs differ from the manifest's range")
-    chain = bytes.fromhex(manifest.chain_before)
-    leaves = []
-    for seq, canonical, leaf, stored_chain in rows:
-        if leaf_hash(canonical) != leaf:
-            raise SegmentError(f"the leaf hash of seq {seq} does not match its bytes")
-        chain = chain_hash(chain, leaf)
-        if chain != stored_chain:
-            raise SegmentError(f"the chain hash of seq {seq} does not follow")
-        leaves.append(leaf)
-    if chain.hex() != manifest.chain_last or range_root(leaves).hex() != manifest.merkle_root:
+    try:
+        before = bytes.fromhex(manifest.chain_before)
+    except ValueError:
+        before = b""
+    if len(before) != HASH_SIZE:
+        raise SegmentError("the manifest's chain_before is not a hash")
+    leaves, chains = [r[2] for r in rows], [r[3] for r in rows]
+    if {len(h) for h in leaves} | {len(h) for h in chains} != {HASH_SIZE}:
+        raise SegmentError(f"the file's hashes are not all {HASH_SIZE} bytes")
+    # The whole range's hashes in one call each; where one differs, it is named.
+    stored_leaves = b"".join(leaves)
+    if leaf_hashes([r[1] for r in rows]) != stored_leaves:
+        seq = next(s for s, canonical, leaf, _ in rows if leaf_hash(canonical) != leaf)
+        raise SegmentError(f"the leaf hash of seq {seq} does not match its bytes")
+    computed = chain_hashes(before, stored_leaves)
+    if computed != b"".join(chains):
+        at = next(i for i, chain in enumerate(chains)
+                  if computed[i * HASH_SIZE:(i + 1) * HASH_SIZE] != chain)
+        raise SegmentError(f"the chain hash of seq {seqs[at]} does not follow")
+    if chains[-1].hex() != manifest.chain_last or range_root(leaves).hex() != manifest.merkle_root:
         raise SegmentError("the file's chain or Merkle root differs from its manifest")
     return rows
