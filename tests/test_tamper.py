@@ -5,6 +5,7 @@ log reports nothing."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -19,7 +20,7 @@ from trailseal.integrity.checkpoint import Checkpoint, log_origin, sign_checkpoi
 from trailseal.integrity.tiles import TreeState
 from trailseal.runtime import load_signer
 from trailseal.verify import Kind, Report, verify_tenant
-from trailseal.witness import WormFolder
+from trailseal.witness import WormFolder, witnessed
 
 BATCH, BATCHES = 64, 4  # checkpoints (and witnessed copies) at 64, 128, 192, 256
 TRIGGERS = {
@@ -43,13 +44,19 @@ def verify_mode(request, monkeypatch):
 
 
 @pytest.fixture
-def log(client, database_url):
+def log(client, database_url, settings):
     tenant = make_tenant(database_url, "tamper")
     for _ in range(BATCHES):
         events = [an_event() for _ in range(BATCH)]
         r = client.post("/v1/events?wait=sequenced", json={"events": events},
                         headers=tenant.auth("ingest"))
         assert r.status_code == 201
+    # The answer comes once the events are in the log; the sequencer hands each
+    # checkpoint to the witness just after its commit, so the last may be on its way.
+    folder, deadline = WormFolder(settings.data_dir / "witness"), time.monotonic() + 30
+    while len(witnessed(folder, tenant.name)) < BATCHES:
+        assert time.monotonic() < deadline, "the witness did not get every checkpoint"
+        time.sleep(0.01)
     return tenant
 
 
