@@ -115,3 +115,15 @@ def test_cpu_split_counts_each_process() -> None:
         assert way["events_per_second"] > 0
         assert all(value >= 0 for value in way["cpu_us_per_event"].values()), way
         assert sum(way["cpu_us_per_event"].values()) > 0, way
+
+
+def test_seal_cost_counts_sealing_and_open_sweeps() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "seal_cost.py"), "--events", "200", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout)
+    assert found["all"][0]["segments_sealed"] == 4  # 200 events: four full segments of 50
+    for part in ("sealing_us_per_event", "open_segment_ms_per_sweep"):
+        assert set(found["medians"][part]) == {"archiver", "postgres"}
+    assert found["medians"]["sealing_us_per_event"]["archiver"] > 0

@@ -1,0 +1,128 @@
+"""The archiver's CPU: sealing closed segments, and sweeping past a segment still open.
+
+Measures, on a fresh tenant of an embedded PostgreSQL holding SEGMENTS full segments and
+one more that lacks a single event (so it stays open: young, one month), with the real
+archiver (segments of `--segment` events, written to a local write-once folder):
+
+- **sealing**: one sweep that seals the closed segments (reading their rows, Parquet
+  with zstd, the signed manifest, reading each file back and checking it): CPU per
+  event sealed, of this process (all its threads: the file is built in one) and of
+  PostgreSQL (every process of the embedded cluster);
+- **an open segment**: `--sweeps` more sweeps, each finding only the open segment and
+  sealing nothing: CPU per sweep, of each.
+
+No baseline: an analysis of one part of ingest's cost (which `bench/cpu_split.py`
+measures whole), run from each of two checkouts in turn to compare them
+(`PYTHONPATH=<checkout>/src:<checkout>`). Linux only (/proc). Not part of `bench/run.py`.
+Reproduce: `.venv/bin/python bench/seal_cost.py --events 40000`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent is not
+    sys.path.insert(0, ROOT)
+
+from bench import common, cpu_split
+from psycopg import AsyncConnection
+
+from trailseal import ingest
+from trailseal.archive.worm import LocalStore
+from trailseal.runtime import build_archiver, build_sequencer
+from trailseal.store import create_pool
+from trailseal.tenants import create_tenant
+
+NAME = "seal_cost"
+SEGMENT = 10_000  # the default TRAILSEAL_SEGMENT_MAX_EVENTS
+
+
+async def _fill(env: common.Env, tenant: str, count: int) -> None:
+    """``count`` events in ``tenant``'s log, sequenced and checkpointed, none sealed."""
+    async with await AsyncConnection.connect(env.url, autocommit=True) as conn:
+        await create_tenant(conn, tenant)
+    pool = create_pool(env.url, min_size=1, max_size=2)
+    await pool.open(wait=True)
+    try:
+        source = common.events(count)
+        sequencer = build_sequencer(pool, env.settings)
+        for done in range(0, count, common.LOAD_BATCH):
+            chunk = [next(source) for _ in range(min(common.LOAD_BATCH, count - done))]
+            at = ingest.now()
+            async with pool.connection() as conn:
+                await ingest.write_inbox(conn, tenant, ingest.prepare(chunk, tenant, at), at)
+            while await sequencer.sequence_tenant(tenant):
+                pass
+    finally:
+        await pool.close()
+
+
+def _cpu(postmaster: int) -> tuple[float, float]:
+    return time.process_time(), cpu_split.cluster_cpu(postmaster)
+
+
+async def _round(env: common.Env, tenant: str, segment: int, sweeps: int,
+                 folder: Path) -> dict[str, Any]:
+    postmaster = cpu_split._postmaster(env.tmp)
+    settings = env.settings.model_copy(update={
+        "segment_max_events": segment, "segment_max_age_seconds": 86_400.0})
+    archiver = build_archiver(settings, LocalStore(folder))
+    async with await AsyncConnection.connect(env.url, autocommit=True) as conn:
+        own, pg = _cpu(postmaster)
+        sealed = await archiver.seal_tenant(conn, tenant)
+        own_sealed, pg_sealed = _cpu(postmaster)
+        for _ in range(sweeps):
+            if await archiver.seal_tenant(conn, tenant):
+                raise SystemExit("an open segment was sealed")
+        own_open, pg_open = _cpu(postmaster)
+    events = sealed * segment
+    return {
+        "segments_sealed": sealed,
+        "sealing_us_per_event": {"archiver": (own_sealed - own) / events * 1e6,
+                                 "postgres": (pg_sealed - pg) / events * 1e6},
+        "open_segment_ms_per_sweep": {"archiver": (own_open - own_sealed) / sweeps * 1e3,
+                                      "postgres": (pg_open - pg_sealed) / sweeps * 1e3},
+    }
+
+
+def measure(env: common.Env, count: int, sweeps: int = 20) -> list[dict[str, Any]]:
+    """Rounds of sealing ``count`` events' full segments (and sweeping past the open one),
+    each on a fresh tenant."""
+    segment = min(SEGMENT, max(count // 4, 2))
+    full = max(count // segment, 1)
+    rounds = []
+    for round_ in range(env.repeat):
+        tenant = f"seal{round_}"
+        asyncio.run(_fill(env, tenant, full * segment + segment - 1))
+        rounds.append(asyncio.run(_round(env, tenant, segment, sweeps,
+                                         env.tmp / f"worm{round_}")))
+    return rounds
+
+
+def run(env: common.Env, size: int) -> dict[str, Any]:
+    rounds = measure(env, size)
+
+    def median(part: str, who: str) -> float:
+        return round(statistics.median(r[part][who] for r in rounds), 3)
+
+    return {
+        "name": NAME, "size": size, "rounds": len(rounds),
+        "segment_events": min(SEGMENT, max(size // 4, 2)),
+        "medians": {part: {who: median(part, who) for who in ("archiver", "postgres")}
+                    for part in ("sealing_us_per_event", "open_segment_ms_per_sweep")},
+        "all": rounds,
+    }
+
+
+def main() -> None:
+    common.script(__doc__ or NAME, run, events=40_000)
+
+
+if __name__ == "__main__":
+    main()
