@@ -9,7 +9,10 @@ archiver (segments of `--segment` events, written to a local write-once folder):
   event sealed, of this process (all its threads: the file is built in one) and of
   PostgreSQL (every process of the embedded cluster);
 - **an open segment**: `--sweeps` more sweeps, each finding only the open segment and
-  sealing nothing: CPU per sweep, of each.
+  sealing nothing: CPU per sweep, of each;
+- **zstd's level**: the first sealed file's columns written again at levels 3, 6 and 9
+  (`segments.write_parquet`, the archiver's own writer; the archiver uses
+  `segments.ZSTD_LEVEL`): CPU and bytes per event of each, the best of three writes.
 
 No baseline: an analysis of one part of ingest's cost (which `bench/cpu_split.py`
 measures whole), run from each of two checkouts in turn to compare them
@@ -20,20 +23,24 @@ Reproduce: `.venv/bin/python bench/seal_cost.py --events 40000`.
 from __future__ import annotations
 
 import asyncio
+import io
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent is not
     sys.path.insert(0, ROOT)
 
+import pyarrow.parquet as pq
 from bench import common, cpu_split
 from psycopg import AsyncConnection
 
 from trailseal import ingest
+from trailseal.archive import segments
 from trailseal.archive.worm import LocalStore
 from trailseal.runtime import build_archiver, build_sequencer
 from trailseal.store import create_pool
@@ -82,13 +89,32 @@ async def _round(env: common.Env, tenant: str, segment: int, sweeps: int,
                 raise SystemExit("an open segment was sealed")
         own_open, pg_open = _cpu(postmaster)
     events = sealed * segment
+    first = sorted((folder / "warm" / tenant / "segments").glob("*.parquet"))[0]
     return {
+        "zstd_levels": _levels(first.read_bytes()),
         "segments_sealed": sealed,
         "sealing_us_per_event": {"archiver": (own_sealed - own) / events * 1e6,
                                  "postgres": (pg_sealed - pg) / events * 1e6},
         "open_segment_ms_per_sweep": {"archiver": (own_open - own_sealed) / sweeps * 1e3,
                                       "postgres": (pg_open - pg_sealed) / sweeps * 1e3},
     }
+
+
+def _levels(data: bytes) -> dict[str, dict[str, float]]:
+    """CPU µs and bytes per event of writing a segment's columns at each zstd level."""
+    columns = pq.read_table(io.BytesIO(data)).to_pydict()
+    count = len(columns["seq"])
+    found = {}
+    for level in (3, 6, 9):
+        with patch.object(segments, "ZSTD_LEVEL", level):
+            cpu = []
+            for _ in range(3):
+                started = time.process_time()
+                size = len(segments.write_parquet(columns))
+                cpu.append(time.process_time() - started)
+        found[str(level)] = {"cpu_us_per_event": min(cpu) / count * 1e6,
+                             "bytes_per_event": size / count}
+    return found
 
 
 def measure(env: common.Env, count: int, sweeps: int = 20) -> list[dict[str, Any]]:
@@ -116,6 +142,9 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
         "segment_events": min(SEGMENT, max(size // 4, 2)),
         "medians": {part: {who: median(part, who) for who in ("archiver", "postgres")}
                     for part in ("sealing_us_per_event", "open_segment_ms_per_sweep")},
+        "zstd_levels": {level: {k: round(statistics.median(
+            r["zstd_levels"][level][k] for r in rounds), 2) for k in figures}
+            for level, figures in rounds[0]["zstd_levels"].items()},
         "all": rounds,
     }
 
