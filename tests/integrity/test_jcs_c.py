@@ -173,3 +173,19 @@ def test_deep_values_never_reach_the_c_stack():
         value = [value]
     assert c_canonicalize(value, sys.maxsize) is None  # left to Python's recursion limit
     assert c_canonicalize(value, 2**80) is None
+
+
+def test_a_string_is_judged_alike_wherever_its_first_special_byte_falls():
+    # Plain characters are taken eight at a time up to the first that is not plain: put
+    # each kind of special byte at every offset from the start of a string, before and
+    # after a word's end, and end strings at every offset too.
+    spellings = (b'\\"', b"\\\\", b"\\n", b"\\u001f", b"\\u000a", b"\\/", b"\xc3\xa9",
+                 b"\xe2\x82\xac", b"\xed\xa0\x80", b"\x00", b"\x1f", b"\x7f", b"\xff", b'"',
+                 b"\\")
+    for length in range(20):
+        for at in range(length + 1):
+            for spelling in spellings:
+                content = b"a" * at + spelling + b"~" * (length - at)
+                for data in (b'["' + content + b'"]', b'{"' + content + b'":1}',
+                             b'{"' + content + b'":1,"' + content + b'~":2}'):
+                    assert confirmed(data) == _is_canonical_slowly(data), data

@@ -18,6 +18,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_DEPTH 64
@@ -34,12 +35,50 @@ typedef struct {
     const unsigned char *end;
 } cursor;
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* The bytes of w that are '"', '\\', a control (below 0x20) or outside ASCII, each
+ * flagged by its high bit: what a string holds but for plain characters. Exact about
+ * whether there is one, and about which is the least significant: (x - ONES * n) & ~x &
+ * HIGHS flags every byte of x below n, for n up to 0x80, and may also flag bytes more
+ * significant than a flagged one, through the borrow that one leaves. */
+static inline uint64_t
+special(uint64_t w)
+{
+    uint64_t quote = w ^ (ONES * '"'), backslash = w ^ (ONES * '\\');
+    return (((w - ONES * 0x20) & ~w) | ((quote - ONES) & ~quote)
+            | ((backslash - ONES) & ~backslash) | w) & HIGHS;
+}
+
+/* Eight bytes from p, the first the least significant (so that a flag's borrow only
+ * reaches bytes after the one that caused it), on either byte order. */
+static inline uint64_t
+word(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
 /* One string, from its opening quote; 1 when canonical and in the subset. */
 static int
 string(cursor *c)
 {
     const unsigned char *p = c->p + 1, *end = c->end;
     while (p < end) {
+        /* Plain characters eight at a time, up to the first byte that is not one. */
+        if (end - p >= 8) {
+            uint64_t found = special(word(p));
+            if (!found) {
+                p += 8;
+                continue;
+            }
+            p += __builtin_ctzll(found) >> 3;
+        }
         unsigned char b = *p;
         if (b == '"') {
             c->p = p + 1;
