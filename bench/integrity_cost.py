@@ -50,8 +50,8 @@ def _subject(docs: list[dict[str, Any]]) -> float:
     for start in range(0, len(docs), BATCH):
         # As the API (a leaf hash per event) and then the sequencer (the batch's chain,
         # split per event for its insert, and its tiles) do.
-        leaves = [leaf_hash(canonicalize(doc)) for doc in docs[start:start + BATCH]]
-        joined = chain_hashes(chain, b"".join(leaves))
+        leaves = b"".join([leaf_hash(canonicalize(doc)) for doc in docs[start:start + BATCH]])
+        joined = chain_hashes(chain, leaves)
         chains = [joined[at:at + HASH_SIZE] for at in range(0, len(joined), HASH_SIZE)]
         chain = chains[-1]
         tree.extend(leaves)

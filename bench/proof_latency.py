@@ -61,9 +61,11 @@ class MemoryTree:
                 for (leaf,) in cur:
                     chunk.append(bytes(leaf))
                     if len(chunk) == 65536:
-                        tiles.update({(t.level, t.index): t.hashes for t in state.extend(chunk)})
+                        tiles.update({(t.level, t.index): t.hashes
+                                      for t in state.extend(b"".join(chunk))})
                         chunk = []
-                tiles.update({(t.level, t.index): t.hashes for t in state.extend(chunk)})
+                tiles.update({(t.level, t.index): t.hashes
+                              for t in state.extend(b"".join(chunk))})
         return cls(state, tiles)
 
     def _tile(self, level: int, index: int) -> bytes:

@@ -91,7 +91,7 @@ def test_a_tiles_client_recomputes_the_signed_root(client, grown):
     edge = {level: _get_bytes(client, tenant, tile_path(level, index, width))
             for level, index, width in partial_tiles(700)}
     tree = TreeState()
-    tree.extend(leaves)
+    tree.extend(b"".join(leaves))
     assert tree.root() == checkpoint.root_hash
     assert edge[0] == b"".join(tree.edge[0]) and edge[1] == b"".join(tree.edge[1])
 

@@ -277,8 +277,8 @@ class Sequencer:
             tiles = await self._catch_up(conn, tenant, tree, size)
             positions = [row[0] for row in rows]
             seqs = list(range(size, size + len(rows)))
-            leaves = [bytes(row[1]) for row in rows]
-            joined = chain_hashes(previous, b"".join(leaves))
+            leaves = b"".join(bytes(row[1]) for row in rows)
+            joined = chain_hashes(previous, leaves)
             chains = [joined[at : at + HASH_SIZE] for at in range(0, len(joined), HASH_SIZE)]
             previous = chains[-1]
             tiles.extend(tree.extend(leaves))
@@ -320,7 +320,7 @@ class Sequencer:
             " ORDER BY seq",
             (tenant, tree.size),
         )
-        return tree.extend(bytes(row[0]) for row in await cur.fetchall())
+        return tree.extend(b"".join(bytes(row[0]) for row in await cur.fetchall()))
 
     async def _track_sources(
         self, conn: AsyncConnection, tenant: str, rows: list[tuple[Any, ...]]

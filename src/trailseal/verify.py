@@ -46,6 +46,7 @@ from trailseal.archive.segments import SegmentError, check_file, open_manifest
 from trailseal.archive.worm import ObjectMissing, WormError, WormStore
 from trailseal.integrity import leaf_hash as compute_leaf_hash
 from trailseal.integrity.checkpoint import CheckpointError, open_checkpoint
+from trailseal.integrity.hashing import HASH_SIZE
 from trailseal.integrity.notes import NoteError, Verifier
 from trailseal.integrity.recompute import Recomputed
 from trailseal.integrity.tiles import TreeState
@@ -274,9 +275,8 @@ class _Runs:
         if self.archive is not None and not gone.expired:
             rows = await self.archive.rows(gone)
         if rows is None:
-            leaves = [recorded[i : i + 32] for i in range(0, len(recorded), 32)]
-            return Run(start, len(leaves), start, None, None,
-                        Recomputed(leaves, None, None, {}), archived=True)
+            return Run(start, len(recorded) // HASH_SIZE, start, None, None,
+                        Recomputed(recorded, None, None, {}), archived=True)
         raw = [rows[0], *(r for r in rows[1:] if r[0] < end)]
         return recompute_rows(start, raw, recorded)._replace(archived=True)
 
@@ -507,10 +507,11 @@ def _take_run(
     bad = min((i for i in (run.broken, done.first_bad_entry) if i is not None), default=None)
     good = run.rows if bad is None else bad
     if done.first_bad_chain is not None and done.first_bad_chain < good:
-        _grow(tree, done.leaves[: done.first_bad_chain], done.tile_roots, wanted_roots, roots)
+        _grow(tree, done.leaves[: done.first_bad_chain * HASH_SIZE], done.tile_roots,
+              wanted_roots, roots)
         report.flag(tree.size, Kind.ALTERED, f"chain_hash at seq {tree.size} was changed")
         return None
-    _grow(tree, done.leaves[:good], done.tile_roots, wanted_roots, roots)
+    _grow(tree, done.leaves[: good * HASH_SIZE], done.tile_roots, wanted_roots, roots)
     if bad is not None and bad == run.broken and run.found is not None:
         seq, found = run.start + bad, run.found
         if found < seq:
@@ -521,13 +522,13 @@ def _take_run(
     return bad
 
 
-def _grow(tree: TreeState, leaves: list[bytes], tile_roots: dict[int, bytes],
+def _grow(tree: TreeState, leaves: bytes, tile_roots: dict[int, bytes],
           wanted: set[int], roots: dict[int, bytes]) -> None:
-    """Append ``leaves``, keeping the root at every wanted size on the way."""
+    """Append ``leaves`` (concatenated), keeping the root at every wanted size on the way."""
     base, at = tree.size, 0
-    for size in sorted(size for size in wanted if base < size <= base + len(leaves)):
-        tree.extend(leaves[at : size - base], tile_roots)
-        at = size - base
+    for size in sorted(s for s in wanted if base < s <= base + len(leaves) // HASH_SIZE):
+        tree.extend(leaves[at : (size - base) * HASH_SIZE], tile_roots)
+        at = (size - base) * HASH_SIZE
         roots[size] = tree.root()
     tree.extend(leaves[at:], tile_roots)
 
@@ -575,7 +576,7 @@ async def _starting_point(from_seq: int, expected: _Expected) -> TreeState:
     tree = TreeState()
     for start in range(0, from_seq, _RUN):
         recorded = await expected.leaves(start, min(_RUN, from_seq - start))
-        tree.extend([recorded[i : i + 32] for i in range(0, len(recorded), 32)])
-        if len(recorded) < min(_RUN, from_seq - start) * 32:
+        tree.extend(recorded)
+        if len(recorded) < min(_RUN, from_seq - start) * HASH_SIZE:
             break
     return tree

@@ -332,7 +332,7 @@ def test_large_random_trees() -> None:
     state, tiles = TreeState(), Tiles()
     start = 0
     for checkpoint in checkpoints:
-        emitted = state.extend(hashes[start:checkpoint])
+        emitted = state.extend(b"".join(hashes[start:checkpoint]))
         start = checkpoint
         tiles.add(emitted)
         for tile in emitted:
@@ -349,14 +349,14 @@ def test_large_random_trees() -> None:
 
 def test_partial_tiles_match_the_edge() -> None:
     state = TreeState()
-    state.extend(leaves(70_000, seed=5))
+    state.extend(b"".join(leaves(70_000, seed=5)))
     assert [len(row) for row in state.edge] == [112, 17, 1]
     assert partial_tiles(70_000) == [(0, 273, 112), (1, 1, 17), (2, 0, 1)]
 
 
 def test_size_256_has_only_a_level_one_partial() -> None:
     state = TreeState()
-    emitted = state.extend(leaves(256, seed=6))
+    emitted = state.extend(b"".join(leaves(256, seed=6)))
     assert [(t.level, t.index, len(t.hashes)) for t in emitted] == [(0, 0, 8192)]
     assert emitted[0].path == "tile/0/000"
     assert state.edge == [[], [emitted[0].root]]
@@ -366,9 +366,25 @@ def test_size_256_has_only_a_level_one_partial() -> None:
 def test_extend_is_append_in_order() -> None:
     hashes = leaves(600, seed=7)
     one, other = TreeState(), TreeState()
-    tiles = one.extend(hashes)
+    tiles = one.extend(b"".join(hashes))
     assert tiles == [tile for leaf in hashes for tile in other.append(leaf)]
     assert (one.size, one.edge) == (other.size, other.edge)
+    # In pieces that start and end inside tiles, on them, and cover whole ones.
+    pieces, appended = TreeState(), TreeState()
+    for count in (1, 254, 1, 256, 300, 212, 512, 3, 0, 1100):
+        more = leaves(count, seed=count)
+        tiles = pieces.extend(b"".join(more))
+        assert tiles == [tile for leaf in more for tile in appended.append(leaf)]
+        assert (pieces.size, pieces.edge) == (appended.size, appended.edge)
+    assert pieces.root() == appended.root()
+
+
+def test_extend_refuses_hashes_of_the_wrong_length() -> None:
+    state = TreeState()
+    for bad in (bytes(31), bytes(33), bytes(32 * 256 + 1)):
+        with pytest.raises(ValueError, match="leaf hashes must be 32 bytes each"):
+            state.extend(bad)
+    assert (state.size, state.edge) == (0, [])
 
 
 def test_append_refuses_a_malformed_leaf_hash() -> None:
@@ -389,7 +405,7 @@ def test_reload_round_trips_and_continues_identically() -> None:
                    | {rng.randrange(70_300) for _ in range(6)})
     state = TreeState()
     for size in sizes:
-        state.extend(hashes[state.size : size])
+        state.extend(b"".join(hashes[state.size : size]))
         data = state.to_bytes()
         widths = sum(width for _, _, width in partial_tiles(size))
         assert len(data) == 32 * widths
@@ -397,7 +413,7 @@ def test_reload_round_trips_and_continues_identically() -> None:
         assert (reloaded.size, reloaded.edge) == (state.size, state.edge)
         assert reloaded.root() == state.root()
         assert reloaded.to_bytes() == data
-        follow = hashes[size : size + 600]
+        follow = b"".join(hashes[size : size + 600])
         original = TreeState.from_bytes(size, data)
         assert reloaded.extend(follow) == original.extend(follow)
         assert reloaded.edge == original.edge and reloaded.root() == original.root()
@@ -405,7 +421,7 @@ def test_reload_round_trips_and_continues_identically() -> None:
 
 def test_from_bytes_refuses_data_that_does_not_fit_the_size() -> None:
     state = TreeState()
-    state.extend(leaves(70_000, seed=9))
+    state.extend(b"".join(leaves(70_000, seed=9)))
     data = state.to_bytes()
     for size, blob in [(70_000, data[:-32]), (70_000, data + bytes(32)), (70_000, data[:-1]),
                        (70_001, data), (69_999, data), (0, bytes(32)), (1, b"")]:

@@ -22,8 +22,8 @@ __all__ = ["Recomputed", "recompute"]
 class Recomputed:
     """What one run of entries recomputes to; indexes count from the run's first entry."""
 
-    leaves: list[bytes]
-    """SHA-256(0x00 ‖ entry) of every entry."""
+    leaves: bytes
+    """SHA-256(0x00 ‖ entry) of every entry, concatenated."""
     first_bad_entry: int | None
     """The first entry that is not canonical, or whose leaf hash differs from the one
     stored with it or from the one recorded for its position."""
@@ -49,37 +49,29 @@ def recompute(
     hash of the entry before the first."""
     if not len(stored_leaves) == len(stored_chains) == len(entries) * HASH_SIZE:
         raise ValueError("entries, stored leaves and stored chains differ in length")
-    joined_leaves = leaf_hashes(entries)
-    leaves = [joined_leaves[at : at + HASH_SIZE] for at in range(0, len(joined_leaves), HASH_SIZE)]
-    first_bad_entry = None
+    leaves = leaf_hashes(entries)
     not_canonical = first_not_canonical(entries)
-    if (
-        not_canonical is not None
-        or joined_leaves != stored_leaves
-        or joined_leaves != recorded[: len(joined_leaves)]
-    ):
-        first_bad_entry = next(
-            i for i, leaf in enumerate(leaves)
-            if i == not_canonical
-            or leaf != stored_leaves[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-            or leaf != recorded[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-        )
+    differences = (not_canonical, _first_difference(leaves, stored_leaves),
+                   _first_difference(leaves, recorded))
+    first_bad_entry = min((i for i in differences if i is not None), default=None)
     # A chain hash before the run of any other length than a hash's (only tampering past
     # the table's constraints leaves one) chains to nothing: the run's first link fails.
-    chains = chain_hashes(previous, joined_leaves) if len(previous) == HASH_SIZE else None
-    first_bad_chain = None
-    if chains is None:
+    if len(previous) == HASH_SIZE:
+        first_bad_chain = _first_difference(chain_hashes(previous, leaves), stored_chains)
+    else:
         first_bad_chain = 0 if leaves else None
-    elif chains != stored_chains:
-        first_bad_chain = next(
-            i for i in range(len(leaves))
-            if chains[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-            != stored_chains[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-        )
     tile_roots = {}
     first_tile = -(-first_index // TILE_WIDTH)
-    for tile in range(first_tile, (first_index + len(leaves)) // TILE_WIDTH):
-        at = tile * TILE_WIDTH - first_index
-        levels = tree_levels(joined_leaves[at * HASH_SIZE : (at + TILE_WIDTH) * HASH_SIZE])
-        tile_roots[tile] = levels[-HASH_SIZE:]
+    for tile in range(first_tile, (first_index + len(entries)) // TILE_WIDTH):
+        at = (tile * TILE_WIDTH - first_index) * HASH_SIZE
+        tile_roots[tile] = tree_levels(leaves[at : at + TILE_WIDTH * HASH_SIZE])[-HASH_SIZE:]
     return Recomputed(leaves, first_bad_entry, first_bad_chain, tile_roots)
+
+
+def _first_difference(ours: bytes, theirs: bytes) -> int | None:
+    """The index of the first of the concatenated hashes ``ours`` that differs from the
+    one at its place in ``theirs`` (or has none there), or None."""
+    if theirs[: len(ours)] == ours:
+        return None
+    return next(at // HASH_SIZE for at in range(0, len(ours), HASH_SIZE)
+                if ours[at : at + HASH_SIZE] != theirs[at : at + HASH_SIZE])

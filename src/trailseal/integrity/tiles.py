@@ -14,7 +14,7 @@ Paths are what follows a log's URL prefix: `tile/<L>/<N>[.p/<W>]` for hash tiles
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from trailseal.integrity.hashing import EMPTY_ROOT, HASH_SIZE, tree_levels
@@ -42,6 +42,8 @@ TILE_HEIGHT = 8
 
 TILE_WIDTH = 1 << TILE_HEIGHT
 """Hashes in a full tile (256, so 8,192 bytes)."""
+
+_TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
 MAX_TILE_LEVEL = 63
 """Highest tile level C2SP allows in a path."""
@@ -258,38 +260,44 @@ class TreeState:
         A completed level-k tile's root is appended to level k + 1, which may complete
         that tile too. Each tile root is hashed once, so appending is amortised O(1).
         """
-        return self.extend((leaf_hash,))
+        if len(leaf_hash) != HASH_SIZE:
+            raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(leaf_hash)}")
+        return self.extend(leaf_hash)
 
-    def extend(
-        self, leaf_hashes: Iterable[bytes], tile_roots: Mapping[int, bytes] | None = None
-    ) -> list[FullTile]:
-        """Append leaf hashes in order; return every full tile completed, in order.
+    def extend(self, leaf_hashes: bytes, tile_roots: Mapping[int, bytes] | None = None
+               ) -> list[FullTile]:
+        """Append leaf hashes, concatenated, in order; return every full tile completed,
+        in order.
 
         ``tile_roots`` may hold the roots of level-0 tiles, by tile index, already
         computed elsewhere from these same leaves; they are used instead of rehashing.
+        A whole level-0 tile is taken as it comes, never split into its hashes.
         """
-        leaves = leaf_hashes if isinstance(leaf_hashes, list | tuple) else list(leaf_hashes)
-        if leaves and set(map(len, leaves)) != {HASH_SIZE}:
-            bad = next(h for h in leaves if len(h) != HASH_SIZE)
-            raise ValueError(f"leaf hash must be {HASH_SIZE} bytes, got {len(bad)}")
+        if len(leaf_hashes) % HASH_SIZE:
+            raise ValueError(
+                f"leaf hashes must be {HASH_SIZE} bytes each, got {len(leaf_hashes)} bytes")
         completed: list[FullTile] = []
-        if not leaves:
+        if not leaf_hashes:
             return completed
         if not self.edge:
             self.edge.append([])
-        row, taken = self.edge[0], 0
-        while taken < len(leaves):
-            step = min(TILE_WIDTH - len(row), len(leaves) - taken)
-            row.extend(leaves[taken : taken + step])
-            taken += step
-            self.size += step
-            if len(row) == TILE_WIDTH:
-                index = (self.size >> TILE_HEIGHT) - 1
-                known = tile_roots.get(index) if tile_roots else None
-                root = known if known is not None else _perfect_root(row)
-                completed.append(FullTile(0, index, b"".join(row), root))
+        row, at = self.edge[0], 0
+        while at < len(leaf_hashes):
+            step = min((TILE_WIDTH - len(row)) * HASH_SIZE, len(leaf_hashes) - at)
+            taken = leaf_hashes[at : at + step]
+            at += step
+            self.size += step // HASH_SIZE
+            if row or step < _TILE_BYTES:
+                row.extend(taken[i : i + HASH_SIZE] for i in range(0, step, HASH_SIZE))
+                if len(row) < TILE_WIDTH:
+                    continue
+                taken = b"".join(row)
                 row.clear()
-                self._carry(1, root, completed)
+            index = (self.size >> TILE_HEIGHT) - 1
+            known = tile_roots.get(index) if tile_roots else None
+            root = known if known is not None else tree_levels(taken)[-HASH_SIZE:]
+            completed.append(FullTile(0, index, taken, root))
+            self._carry(1, root, completed)
         return completed
 
     def _carry(self, level: int, value: bytes, completed: list[FullTile]) -> None:
