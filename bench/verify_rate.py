@@ -8,7 +8,8 @@ as the command's), and in one process.
 Baseline, same run: SHA-256 of the same canonical bytes read in seq order in binary, in
 one process. Min/median/max over --repeat runs, interleaved. Reproduce:
 `.venv/bin/python bench/verify_rate.py --events 200000`; with `--before CHECKOUT`,
-another checkout's verify is timed too, both ways, in the same interleaving.
+another checkout's verify is timed too, both ways, in the same interleaving; with
+`--data-dir DIR`, the database and its log are kept in DIR for the next run.
 """
 
 from __future__ import annotations
@@ -153,14 +154,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", type=Path, help="another checkout, timed side by side "
                         "(its C modules built or copied into its src)")
+    parser.add_argument("--data-dir", type=Path, help="keep the embedded PostgreSQL and its "
+                        "log here, to be used again by a later run (a 10M-event log is "
+                        "loaded once)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = common.start(Path(tmp), args.repeat)
+        env = common.start(args.data_dir or Path(tmp), args.repeat)
         try:
-            events, rates = measure(env, env.log(args.events), args.before)
+            tenant = env.log(args.events)
+            events, rates = measure(env, tenant, args.before)
         finally:
             env.close()
-    out: dict[str, object] = {"events": events, "cpus": os.cpu_count()}
+    out: dict[str, object] = {"events": events, "cpus": os.cpu_count(),
+                              "loaded": tenant in env.load_rates}  # else kept in --data-dir
     for name, values in rates.items():
         out[f"{name}_events_per_second"] = common.spread(values)
     out["ratio_median_workers_to_sha256"] = (
