@@ -80,3 +80,32 @@ def test_a_worker_starts_light():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_worker_reads_each_run_in_a_transaction_of_its_own(client, database_url, settings,
+                                                              monkeypatch):
+    # The worker's connection first keeps its memory (KEEP_MEMORY): that statement must
+    # not leave a transaction open around the runs, with the role of the first run's
+    # tenant in it.
+    from psycopg.pq import TransactionStatus
+
+    from trailseal import verify_read
+
+    tenant = make_tenant(database_url, "worker-tx")
+    r = client.post("/v1/events?wait=sequenced", json={"events": [an_event()
+                    for _ in range(40)]}, headers=tenant.auth("ingest"))
+    assert r.status_code == 201
+    monkeypatch.setattr(verify_read, "_worker_connection", None)
+    try:
+        for start in (0, 16, 32):
+            done = verify_read.read_run(database_url, tenant.name, start, start + 16,
+                                        edge_start=0, edge=b"")
+            assert done.rows == min(16, 40 - start) and done.done.first_bad_chain is None
+            conn = verify_read._worker_connection
+            assert conn is not None
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+            assert conn.execute("SELECT current_user").fetchone()[0] != "trailseal_owner"
+            conn.rollback()
+    finally:
+        if verify_read._worker_connection is not None:
+            verify_read._worker_connection.close()

@@ -54,8 +54,10 @@ from trailseal.store import Role, scoped
 from trailseal.verify_read import (
     EVENTS,
     EVENTS_JOINED,
+    KEEP_MEMORY,
     TILES,
     Run,
+    keep_memory,
     read_run,
     recompute_joined,
     recompute_rows,
@@ -212,6 +214,9 @@ class _Runs:
     async def over(self, start: int, end: int) -> AsyncIterator[Run]:
         spans = self._spans(start, end)
         if self.pool is None or self.url is None:
+            if len(spans) > 1:  # the memory of one run kept for the next (KEEP_MEMORY)
+                await self.conn.execute(KEEP_MEMORY)
+                keep_memory()
             for span in spans:
                 yield await self._read(span)
             return

@@ -155,6 +155,23 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# glibc's malloc gives memory back to the system whenever more than its trim threshold
+# lies free at the top of the heap, a threshold that starts at 128 KiB and that it raises
+# (to twice the block) only when it frees a block of more than the current threshold, up
+# to 32 MiB, that it had mapped on its own. A run's values are megabytes, built, copied
+# and freed on every run by the PostgreSQL backend and by the reading process, so every
+# run had that memory faulted in afresh, a page at a time. One block of 30 MB made and
+# freed on each side first raises the threshold for the connection's life. With another
+# allocator it is one statement and one allocation, harmless.
+KEEP_MEMORY = "SELECT length(repeat('x', 30000000))"
+
+
+def keep_memory() -> None:
+    """This process's side of ``KEEP_MEMORY``."""
+    block = bytearray(30_000_000)
+    del block
+
+
 _worker_connection: psycopg.Connection[Any] | None = None
 
 
@@ -164,6 +181,9 @@ def read_run(url: str, tenant: str, start: int, end: int,
     global _worker_connection
     if _worker_connection is None:
         _worker_connection = psycopg.connect(url)
+        _worker_connection.execute(KEEP_MEMORY)
+        _worker_connection.commit()
+        keep_memory()
     conn = _worker_connection
     with conn.transaction(), conn.cursor(binary=True) as cur:
         cur.execute(
