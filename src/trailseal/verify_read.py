@@ -155,14 +155,16 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-# glibc's malloc gives memory back to the system whenever more than its trim threshold
-# lies free at the top of the heap, a threshold that starts at 128 KiB and that it raises
-# (to twice the block) only when it frees a block of more than the current threshold, up
-# to 32 MiB, that it had mapped on its own. A run's values are megabytes, built, copied
-# and freed on every run by the PostgreSQL backend and by the reading process, so every
-# run had that memory faulted in afresh, a page at a time. One block of 30 MB made and
-# freed on each side first raises the threshold for the connection's life. With another
-# allocator it is one statement and one allocation, harmless.
+# With glibc's malloc, a block above its mapping threshold (128 KiB at first) is mapped
+# from the system on its own and unmapped when freed, and free memory above its trim
+# threshold at the top of the heap is given back; both thresholds rise (to the block's
+# size, and twice that) only when such a mapped block, of at most 32 MiB, is freed. A
+# run's values are megabytes, built, copied and freed on every run by the PostgreSQL
+# backend and by the reading process, so at the first thresholds every run had that
+# memory mapped and faulted in afresh, a page at a time (about 450 faults per 1,000
+# events in the backend). One block of 30 MB made and freed first, on each side, raises
+# both thresholds for the connection's life. With another allocator it is one statement
+# and one allocation, harmless.
 KEEP_MEMORY = "SELECT length(repeat('x', 30000000))"
 
 
