@@ -64,15 +64,21 @@ def process_cpu(pid: int) -> float:
 
 
 def cluster_cpu(postmaster: int) -> float:
-    """CPU seconds of a PostgreSQL cluster: the postmaster, its live children, and the
-    children it has reaped (their time is added to its own when it reaps them). A child
-    reaped while its siblings are read would be counted in neither place (a backend
-    whose connection just closed, say), so the reading is repeated until the reaped
-    children's time is the same before and after it."""
+    """CPU seconds of a PostgreSQL cluster (``cluster_usage``)."""
+    return cluster_usage(postmaster)[0]
+
+
+def cluster_usage(postmaster: int) -> tuple[float, int]:
+    """CPU seconds and minor page faults of a PostgreSQL cluster: the postmaster, its
+    live children, and the children it has reaped (their counts are added to its own
+    when it reaps them). A child reaped while its siblings are read would be counted in
+    neither place (a backend whose connection just closed, say), so the reading is
+    repeated until the reaped children's counts are the same before and after it."""
     while True:
         own = _stat(postmaster)
-        reaped = own[13:15]
-        total = sum(int(f) for f in own[11:15]) / TICK
+        reaped = (own[8], own[13:15])
+        cpu = sum(int(f) for f in own[11:15]) / TICK
+        faults = int(own[7]) + int(own[8])
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -81,12 +87,14 @@ def cluster_cpu(postmaster: int) -> float:
             except (FileNotFoundError, ProcessLookupError):
                 continue  # gone meanwhile: the check below reads again
             if int(child[1]) == postmaster:
-                total += (int(child[11]) + int(child[12])) / TICK
-        if _stat(postmaster)[13:15] == reaped:
-            return total
+                cpu += (int(child[11]) + int(child[12])) / TICK
+                faults += int(child[7])
+        again = _stat(postmaster)
+        if (again[8], again[13:15]) == reaped:
+            return cpu, faults
 
 
-def _postmaster(tmp: Path) -> int:
+def postmaster_pid(tmp: Path) -> int:
     return int((tmp / "pg" / "postmaster.pid").read_text().split()[0])
 
 
@@ -136,7 +144,7 @@ def _post(env: common.Env, settings: dict[str, str], port: int, tenant: str,
     until the last answer, the seconds until the end, and each process's CPU seconds."""
     server = _serve(env, port, settings)
     try:
-        token, pg = env.token(tenant), _postmaster(env.tmp)
+        token, pg = env.token(tenant), postmaster_pid(env.tmp)
         api0, pg0, start = process_cpu(server.pid), cluster_cpu(pg), _clock()
         ingest_rate._post_all(f"http://127.0.0.1:{port}", token, requests)
         posted = time.perf_counter()
@@ -165,7 +173,7 @@ def _split(env: common.Env, requests: list[bytes], count: int,
     posted, _, api = _post(env, {"TRAILSEAL_RUN_SEQUENCER": "false",
                                  "TRAILSEAL_RUN_ARCHIVER": "false"},
                            19500 + os.getpid() % 500, tenant, requests, None, count)
-    sequenced, seq_cpu, pg_cpu = asyncio.run(_sequence(env, tenant, _postmaster(env.tmp)))
+    sequenced, seq_cpu, pg_cpu = asyncio.run(_sequence(env, tenant, postmaster_pid(env.tmp)))
     moved = {"sequencer": seq_cpu, "postgres": pg_cpu}
     return {"API alone": _figures(count, posted, api),
             "sequencer alone": _figures(count, sequenced, moved)}
@@ -192,7 +200,7 @@ async def _sequence(env: common.Env, tenant: str, postmaster: int
 def _copy(env: common.Env, tenant: str, count: int, round_: int) -> dict[str, Any]:
     """The ingest benchmark's baseline, counted the same way: binary COPY of ``tenant``'s
     rows into a table like ``events``."""
-    rows, pg = env.tmp / "cpu_split.copy", _postmaster(env.tmp)
+    rows, pg = env.tmp / "cpu_split.copy", postmaster_pid(env.tmp)
     ingest_rate._dump(env.url, tenant, rows)
     pg0, own0 = cluster_cpu(pg), time.process_time()
     seconds = ingest_rate._copy_seconds(env.url, rows, round_)

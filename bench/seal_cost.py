@@ -76,7 +76,7 @@ def _cpu(postmaster: int) -> tuple[float, float]:
 
 async def _round(env: common.Env, tenant: str, segment: int, sweeps: int,
                  folder: Path) -> dict[str, Any]:
-    postmaster = cpu_split._postmaster(env.tmp)
+    postmaster = cpu_split.postmaster_pid(env.tmp)
     settings = env.settings.model_copy(update={
         "segment_max_events": segment, "segment_max_age_seconds": 86_400.0})
     archiver = build_archiver(settings, LocalStore(folder))

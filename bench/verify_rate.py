@@ -6,7 +6,8 @@ PostgreSQL in a temporary folder: with one worker process per CPU (the command's
 for logs of 100,000 events or more; timed in a child process whose main module is as light
 as the command's), and in one process.
 Baseline, same run: SHA-256 of the same canonical bytes read in seq order in binary, in
-one process. Min/median/max over --repeat runs, interleaved. Reproduce:
+one process. Min/median/max over --repeat runs, interleaved; beside each way, the
+PostgreSQL cluster's CPU time and minor page faults per event while it ran. Reproduce:
 `.venv/bin/python bench/verify_rate.py --events 200000`; with `--before CHECKOUT`,
 another checkout's verify is timed too, both ways, in the same interleaving; with
 `--data-dir DIR`, the database and its log are kept in DIR for the next run.
@@ -23,14 +24,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent is not
     sys.path.insert(0, ROOT)
 
-from bench import common
+from bench import common, cpu_split
 from psycopg import AsyncConnection
 
 from trailseal.integrity.checkpoint import log_origin
@@ -96,10 +98,16 @@ def _verify_seconds_in_child(env: common.Env, tenant: str, workers: int,
     return float(answer.stdout.strip().splitlines()[-1])
 
 
-def measure(env: common.Env, tenant: str,
-            before: Path | None = None) -> tuple[int, dict[str, list[float]]]:
+class Measured(NamedTuple):
+    events: int
+    rates: dict[str, list[float]]  # events/s of each way, a value per round
+    postgres: dict[str, dict[str, list[float]]]  # each way's "cpu_us" and "faults" per event
+
+
+def measure(env: common.Env, tenant: str, before: Path | None = None) -> Measured:
     """Events in the log, and events/s of each way, interleaved --repeat times (a smoke
-    run at a tiny size leaves out the worker processes, which verify would not start).
+    run at a tiny size leaves out the worker processes, which verify would not start),
+    with the embedded PostgreSQL's CPU time and minor page faults per event during each.
     With ``before`` (another checkout), its verify is timed both ways too, in the same
     interleaving: the side-by-side figure of a change."""
     events = asyncio.run(common.log_size(env.url, tenant))
@@ -115,13 +123,28 @@ def measure(env: common.Env, tenant: str,
         runs["before_in_process"] = lambda: _verify_seconds_in_child(env, tenant, 0, before)
     if env.smoke and events < PARALLEL_FROM:
         del runs["workers"]
-    seconds = common.interleaved(env.repeat, runs)
-    return events, {name: [events / s for s in runs] for name, runs in seconds.items()}
+    postmaster = cpu_split.postmaster_pid(env.tmp)
+    postgres: dict[str, dict[str, list[float]]] = {
+        name: {"cpu_us": [], "faults": []} for name in runs}
+
+    def counted(name: str, once: Callable[[], float]) -> Callable[[], float]:
+        def counting() -> float:
+            cpu, faults = cpu_split.cluster_usage(postmaster)
+            seconds = once()
+            cpu_after, faults_after = cpu_split.cluster_usage(postmaster)
+            postgres[name]["cpu_us"].append((cpu_after - cpu) / events * 1e6)
+            postgres[name]["faults"].append((faults_after - faults) / events)
+            return seconds
+        return counting
+
+    seconds = common.interleaved(env.repeat, {n: counted(n, f) for n, f in runs.items()})
+    rates = {name: [events / s for s in runs] for name, runs in seconds.items()}
+    return Measured(events, rates, postgres)
 
 
 def run(env: common.Env, size: int) -> dict[str, Any]:
     """`trailseal verify` over a log of ``size`` events against SHA-256 of its bytes."""
-    events, rates = measure(env, env.log(size))
+    events, rates, postgres = measure(env, env.log(size))
     # The subject is what `trailseal verify` does by default at this size.
     default, other = (("workers", "in_process") if events >= PARALLEL_FROM
                       else ("in_process", "workers"))
@@ -145,6 +168,10 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
         mode=default.replace("_", " "),
         ratio=subject["median"] / sha["median"], ratio_means="verify / SHA-256, medians",
         met=subject["median"] >= GOAL,
+        postgres={name: {figure: common.spread(values) for figure, values in way.items()}
+                  for name, way in postgres.items()},
+        postgres_means="the embedded PostgreSQL's CPU microseconds and minor page faults "
+                       "per event while each way ran (every process of the cluster)",
     )
 
 
@@ -162,13 +189,15 @@ def main() -> None:
         env = common.start(args.data_dir or Path(tmp), args.repeat)
         try:
             tenant = env.log(args.events)
-            events, rates = measure(env, tenant, args.before)
+            events, rates, postgres = measure(env, tenant, args.before)
         finally:
             env.close()
     out: dict[str, object] = {"events": events, "cpus": os.cpu_count(),
                               "loaded": tenant in env.load_rates}  # else kept in --data-dir
     for name, values in rates.items():
         out[f"{name}_events_per_second"] = common.spread(values)
+        out[f"{name}_postgres_cpu_us_per_event"] = common.spread(postgres[name]["cpu_us"])
+        out[f"{name}_postgres_faults_per_event"] = common.spread(postgres[name]["faults"])
     out["ratio_median_workers_to_sha256"] = (
         common.spread(rates["workers"])["median"] / common.spread(rates["sha256"])["median"])
     for way in ("workers", "in_process"):
