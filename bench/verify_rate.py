@@ -185,6 +185,7 @@ def main() -> None:
                         "log here, to be used again by a later run (a 10M-event log is "
                         "loaded once)")
     args = parser.parse_args()
+    machine = common.machine()
     with tempfile.TemporaryDirectory() as tmp:
         env = common.start(args.data_dir or Path(tmp), args.repeat)
         try:
@@ -193,7 +194,8 @@ def main() -> None:
         finally:
             env.close()
     out: dict[str, object] = {"events": events, "cpus": os.cpu_count(),
-                              "loaded": tenant in env.load_rates}  # else kept in --data-dir
+                              "loaded": tenant in env.load_rates,  # else kept in --data-dir
+                              "machine": machine, "load_average_after": os.getloadavg()}
     for name, values in rates.items():
         out[f"{name}_events_per_second"] = common.spread(values)
         out[f"{name}_postgres_cpu_us_per_event"] = common.spread(postgres[name]["cpu_us"])
