@@ -82,7 +82,7 @@ def test_a_worker_starts_light():
     assert out.strip() == "[]"
 
 
-def test_a_worker_reads_each_run_in_a_transaction_of_its_own(client, database_url, settings,
+def test_a_worker_reads_each_run_in_a_transaction_of_its_own(client, database_url,
                                                               monkeypatch):
     # The worker's connection first keeps its memory (KEEP_MEMORY): that statement must
     # not leave a transaction open around the runs, with the role of the first run's
