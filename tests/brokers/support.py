@@ -139,7 +139,9 @@ class Broker:
     # -- looking -------------------------------------------------------------------------
 
     def waiting(self) -> int:
-        """Messages not yet acknowledged (RabbitMQ: ready ones only)."""
+        """Messages not yet acknowledged (RabbitMQ: ready ones only, as the quorum queue
+        counts them, which it does a moment after the acks: wait for a count, rather
+        than read it once)."""
         return run(self._waiting())
 
     async def _waiting(self) -> int:
