@@ -10,6 +10,8 @@ import pytest
 
 from tests.support import Tenant, an_event
 from trailseal.model import META_PREFIX
+from trailseal.reading.query import MAX_LIMIT
+from trailseal.web.filters import FilterParams, PagingParams
 
 BASE = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
 
@@ -239,6 +241,22 @@ def test_bad_parameters_are_precise_422_problems(client, tenant, params, names):
     assert names in said, body
 
 
+def test_every_bad_parameter_is_named_at_once(client, tenant):
+    r = client.get("/v1/events", params={"actor_type": "robot", "limit": 0, "order": "up"},
+                   headers=tenant.auth("read"))
+    assert r.status_code == 422, r.text
+    assert {e["path"] for e in r.json()["errors"]} == {
+        "query.actor_type", "query.limit", "query.order"}
+
+
+def test_a_repeated_parameter_takes_its_last_value_unless_it_is_a_list(client, seeded):
+    tenant, events = seeded
+    r = client.get("/v1/events", headers=tenant.auth("read"), params=[
+        ("actor_id", "alice"), ("actor_id", "bob"), ("action", "auth.login.failed"),
+        ("action", "user.role.updated"), ("limit", "1"), ("limit", "5"), ("unknown", "x")])
+    assert _ids(r) == [events[i]["id"] for i in (2, 1)]  # bob's, of both actions
+
+
 def test_a_plus_sent_unencoded_is_explained(client, tenant):
     r = client.get("/v1/events?since=2026-03-12T09:00:00+01:00", headers=tenant.auth("read"))
     assert r.status_code == 422
@@ -251,6 +269,17 @@ def test_times_with_offsets_and_fractions_are_taken(client, seeded):
     r = client.get("/v1/events", headers=tenant.auth("read"), params={
         "since": "2026-03-12T10:02:00.000000001+01:00", "until": "2026-03-12t09:04:00z"})
     assert _ids(r) == [events[3]["id"]]  # since 09:02:00.000000001 leaves out minute 2
+
+
+def test_the_openapi_documents_the_parameter_models(client):
+    parameters = client.get("/openapi.json").json()["paths"]["/v1/events"]["get"]["parameters"]
+    assert [p["name"] for p in parameters] == [*FilterParams.model_fields,
+                                               *PagingParams.model_fields]
+    assert all(p["in"] == "query" and not p["required"] for p in parameters)
+    schema = {p["name"]: p["schema"] for p in parameters}
+    assert (schema["limit"]["minimum"], schema["limit"]["maximum"]) == (1, MAX_LIMIT)
+    assert schema["actor_type"]["anyOf"][0]["enum"] == ["user", "service", "api_key", "system"]
+    assert schema["action"]["anyOf"][0]["type"] == "array"
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ from trailseal.errors import InvalidInput, NotFound
 from trailseal.reading.query import EventFilter
 from trailseal.tenants import Principal, live_key
 from trailseal.web import sessions
-from trailseal.web.filters import FilterParams, event_filter
+from trailseal.web.filters import FilterParams, filter_of
 from trailseal.web.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ async def search_form(params: Mapping[str, str], now: datetime | None = None) ->
         until = None
     try:
         # The limits and choices above were checked already: no validation again.
-        form.flt = await event_filter(FilterParams.model_construct(
+        form.flt = filter_of(FilterParams.model_construct(
             actor_id=values.get("actor_id"), actor_type=values.get("actor_type"),
             target_type=values.get("target_type"), target_id=values.get("target_id"),
             action=[values["action"]] if "action" in values else None,

@@ -17,7 +17,14 @@ from trailseal.errors import BadJSON
 from trailseal.reading.query import EventFilter, get_event, read_page, sequenced
 from trailseal.tenants import Principal
 from trailseal.web.auth import Reading, reading, require
-from trailseal.web.filters import Paging, event_filter, paging, problem_responses
+from trailseal.web.filters import (
+    FilterParams,
+    Paging,
+    PagingParams,
+    documented,
+    filtered_page,
+    problem_responses,
+)
 from trailseal.web.meta import EVENT_READ, note_read
 from trailseal.web.problems import Problem
 
@@ -164,18 +171,19 @@ async def _wait_sequenced(
     "/events",
     response_model=EventsPage,
     responses=problem_responses(401, 403, 422),
+    openapi_extra=documented(FilterParams, PagingParams),
     summary="Search events, newest first (or oldest first)",
 )
 async def list_events(
     request: Request,
     read: Annotated[Reading, Depends(reading())],
-    flt: Annotated[EventFilter, Depends(event_filter)],
-    page: Annotated[Paging, Depends(paging)],
+    asked: Annotated[tuple[EventFilter, Paging], Depends(filtered_page)],
 ) -> Any:
     """Events of the key's tenant matching every given filter, one page at a time, in
     (`occurred_at`, `seq`) order; pass `next_cursor` back as `cursor` for the next page.
     The meta-audit's own `audit.*` events are left out unless `include_meta=true` or
     `action` names them."""
+    flt, page = asked
     note = note_read(request, read.who, "audit.events.queried", flt.asked())
     found = await read_page(
         read.conn, read.who.tenant, flt, limit=page.limit,

@@ -12,7 +12,7 @@ from trailseal.reading.export import COLUMNS, MEDIA_TYPES, Format, export_chunks
 from trailseal.reading.query import EventFilter
 from trailseal.tenants import Principal
 from trailseal.web.auth import require
-from trailseal.web.filters import event_filter, problem_responses
+from trailseal.web.filters import FilterParams, documented, event_filter, problem_responses
 from trailseal.web.meta import note_read
 
 router = APIRouter(prefix="/v1", tags=["export"])
@@ -51,6 +51,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     "/export",
     response_class=StreamingResponse,
     responses=_RESPONSES,
+    openapi_extra=documented(FilterParams),
     summary="Export events as CSV, NDJSON or JSON",
 )
 async def export_events(

@@ -2,19 +2,31 @@
 them: ``GET /v1/events``, target timelines, exports and the SIEM stream.
 
 ``Depends(event_filter)`` gives an :class:`~trailseal.reading.query.EventFilter`;
-``Depends(paging)`` gives the order, page size and cursor. Every bad parameter is a 422
-problem document that names it. A text filter given empty is the same as one left out
-(as an HTML form sends an empty field).
+``Depends(paging)`` gives the order, page size and cursor; ``Depends(filtered_page)``
+both, checked together. Every bad parameter is a 422 problem document that names it. A
+text filter given empty is the same as one left out (as an HTML form sends an empty
+field).
+
+Each group of parameters is one pydantic model, validated in one call from the request's
+query string (:func:`query_models`) rather than by FastAPI, which looks up and checks
+each parameter on its own: about 0.1 ms less per request (``bench/four_questions.py``'s
+cheapest question spends about 2 ms of SQL). A route documents the parameters with
+``openapi_extra=documented(...)``: the same OpenAPI FastAPI writes for the models
+declared as ``Annotated[Model, Query()]``, made by FastAPI from that declaration.
 """
 
 from __future__ import annotations
 
+import inspect
+import typing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trailseal.errors import FieldProblem, InvalidInput
 from trailseal.model import RFC3339
@@ -153,8 +165,68 @@ class FilterParams(BaseModel):
         "log (the meta-audit). Without it they are left out, unless `action` is given.")
 
 
-async def event_filter(params: Annotated[FilterParams, Query()]) -> EventFilter:
+def _many(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that take a repeated parameter (a list)."""
+    return frozenset(
+        name for name, field in model.model_fields.items()
+        if list in {typing.get_origin(a) for a in typing.get_args(field.annotation)}
+    )
+
+
+_LISTS: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def query_models(request: Request, *models: type[BaseModel]) -> list[Any]:
+    """Each of ``models`` validated from the request's query string, as FastAPI would
+    for ``Annotated[Model, Query()]``: a list field takes every value of its repeated
+    parameter, another field the last; a parameter not given takes the default; unknown
+    parameters are ignored. Errors of every model at once, as one 422 naming each
+    ``query.<name>``."""
+    given = request.query_params
+    found: list[Any] = []
+    errors: list[Any] = []
+    for model in models:
+        many = _LISTS.get(model)
+        if many is None:
+            many = _LISTS[model] = _many(model)
+        values = {name: given.getlist(name) if name in many else given[name]
+                  for name in model.model_fields if name in given}
+        try:
+            found.append(model.model_validate(values))
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
+    if errors:
+        raise RequestValidationError(errors)
+    return found
+
+
+def documented(*models: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads ``models`` with :func:`query_models`:
+    the parameters FastAPI documents for ``Annotated[Model, Query()]`` of each."""
+    probe = FastAPI()
+
+    def endpoint(**_: Any) -> None:
+        return None
+
+    endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter(f"p{i}", inspect.Parameter.KEYWORD_ONLY,
+                          annotation=Annotated[model, Query()])
+        for i, model in enumerate(models)
+    ])
+    probe.get("/")(endpoint)
+    spec = get_openapi(title="probe", version="0", routes=probe.routes)
+    return {"parameters": spec["paths"]["/"]["get"]["parameters"]}
+
+
+async def event_filter(request: Request) -> EventFilter:
     """The filters of one request; each set one must match (AND)."""
+    params: FilterParams = query_models(request, FilterParams)[0]
+    return filter_of(params)
+
+
+def filter_of(params: FilterParams) -> EventFilter:
+    """The :class:`EventFilter` of valid ``params``; a 422 problem naming a time, an
+    address or an action that is not one."""
     try:
         return EventFilter(
             actor_id=params.actor_id or None,
@@ -201,6 +273,16 @@ class PagingParams(BaseModel):
         "to the tenant, the filters and the order it was issued for.")
 
 
-async def paging(params: Annotated[PagingParams, Query()]) -> Paging:
+async def paging(request: Request) -> Paging:
     """The paging parameters of one request."""
+    return _paging(query_models(request, PagingParams)[0])
+
+
+def _paging(params: PagingParams) -> Paging:
     return Paging(params.order, params.limit, params.cursor or None)
+
+
+async def filtered_page(request: Request) -> tuple[EventFilter, Paging]:
+    """``event_filter`` and ``paging`` of one request, every model error named at once."""
+    filters, page = query_models(request, FilterParams, PagingParams)
+    return filter_of(filters), _paging(page)

@@ -18,7 +18,16 @@ from trailseal.reading.targets import state_at, target_filter, timeline
 from trailseal.tenants import Principal
 from trailseal.web.auth import require
 from trailseal.web.events import EventsPage
-from trailseal.web.filters import Paging, Since, Until, paging, parse_time, problem_responses
+from trailseal.web.filters import (
+    Paging,
+    PagingParams,
+    Since,
+    Until,
+    documented,
+    paging,
+    parse_time,
+    problem_responses,
+)
 from trailseal.web.meta import note_read
 from trailseal.web.problems import Problem
 
@@ -65,6 +74,7 @@ def _check(target_type: str, target_id: str) -> None:
     "/{target_type}/{target_id:path}/timeline",
     response_model=EventsPage,
     responses=problem_responses(401, 403, 404, 422),
+    openapi_extra=documented(PagingParams),
     summary="A target's events, newest first (or oldest first)",
 )
 async def target_timeline(
