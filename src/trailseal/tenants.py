@@ -11,17 +11,18 @@ import hashlib
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 
 from trailseal.errors import InvalidInput, NotFound
 from trailseal.ids import uuid7
-from trailseal.store import Role, scoped, scoped_query
+from trailseal.store import Role, scoped, scoped_ahead, scoped_query
 
 SCOPES = ("ingest", "read", "export", "admin")
 TOKEN_PREFIX = "tsk_"  # noqa: S105 (a prefix, not a secret)
@@ -157,15 +158,47 @@ async def authenticated(conn: AsyncConnection, token: str) -> AsyncIterator[Prin
     (``trailseal.tenant``) is its key's, set in the lookup's own statement, so what the
     transaction reads next is that tenant's rows and no other's. The BEGIN, the role and
     the lookup reach PostgreSQL in one round trip."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+    if not well_formed(token):
         async with scoped(conn, Role.READER):
             yield None
         return
-    lookup = ("SELECT tenant, key_id, scopes, set_config('trailseal.tenant', tenant, true)"
-              " FROM trailseal.authenticate(%s)")
-    async with scoped_query(conn, Role.READER, lookup, (token_hash(token),)) as cursor:
-        row = await cursor.fetchone()
-        yield None if row is None else Principal(row[0], row[1], frozenset(row[2]))
+    async with scoped_query(conn, Role.READER, _LOOKUP, (token_hash(token),)) as cursor:
+        yield _principal(await cursor.fetchone())
+
+
+@asynccontextmanager
+async def authenticating(
+    conn: AsyncConnection, token: str
+) -> AsyncIterator[Callable[[], Awaitable[Principal | None]]]:
+    """``authenticated`` without waiting for the lookup's answer (``token`` must be
+    well formed): the BEGIN, the role and the lookup are sent, and what the caller sends
+    next travels with them, in one round trip. Yields a function that gives the principal
+    (or None); await it before answering with anything read. Until then, what the
+    transaction reads under row-level security is the key's tenant's rows (the lookup
+    sets the tenant in its own statement) or, for a token that does not stand for a live
+    key, no tenant's."""
+    async with scoped_ahead(conn, Role.READER, _LOOKUP, (token_hash(token),)) as cursor:
+        found: list[Principal | None] = []
+
+        async def principal() -> Principal | None:
+            if not found:
+                found.append(_principal(await cursor.fetchone()))
+            return found[0]
+
+        yield principal
+
+
+def well_formed(token: str) -> bool:
+    """Whether ``token`` could be a key's token at all (else no lookup is made)."""
+    return token.startswith(TOKEN_PREFIX) and len(token) <= 200
+
+
+_LOOKUP = ("SELECT tenant, key_id, scopes, set_config('trailseal.tenant', tenant, true)"
+           " FROM trailseal.authenticate(%s)")
+
+
+def _principal(row: tuple[Any, ...] | None) -> Principal | None:
+    return None if row is None else Principal(row[0], row[1], frozenset(row[2]))
 
 
 async def live_key(conn: AsyncConnection, tenant: str, key_id: uuid.UUID) -> Principal | None:

@@ -1,7 +1,9 @@
 """``scoped`` and ``scoped_query``: the BEGIN, the role, the tenant and a first statement
 go to PostgreSQL together, and the transaction they open behaves as any other: its role
 and tenant last until it ends, it commits when the block ends, it rolls back whatever
-ended it early (its first statement failing too), and the connection is idle after."""
+ended it early (its first statement failing too), and the connection is idle after.
+``scoped_ahead`` (``authenticating``): the same without waiting for the first statement,
+so what follows it travels with it."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import pytest
 from psycopg import AsyncConnection, pq
 
 from tests.support import Tenant, run
-from trailseal.store import Role, scoped, scoped_query
-from trailseal.tenants import authenticated
+from trailseal.store import Role, scoped, scoped_ahead, scoped_query
+from trailseal.tenants import authenticated, authenticating, create_key, revoke_key
 
 WHO = "SELECT current_user, current_setting('trailseal.tenant', true)"
 
@@ -87,3 +89,61 @@ def test_authenticated_scopes_the_transaction_to_the_keys_tenant_only(database_u
         found, who = run(go(bad))
         assert found is None
         assert who is not None and who[0] == "trailseal_reader" and who[1] in (None, "")
+
+
+KEYS = "SELECT count(*) FROM trailseal.api_keys"
+
+
+def test_authenticating_reads_what_follows_as_the_keys_tenant_or_as_none(database_url,
+                                                                          tenant):
+    async def revoked() -> str:
+        async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+            key = await create_key(conn, tenant.name, ("read",), name="gone")
+            await revoke_key(conn, tenant.name, key.key_id)
+        return key.token
+
+    async def go(token: str) -> tuple[object, ...]:
+        async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+            async with authenticating(conn, token) as principal:
+                # Sent before the lookup's answer is awaited, read under its tenant.
+                who, keys = await conn.execute(WHO), await conn.execute(KEYS)
+                seen = await who.fetchone(), await keys.fetchone()
+                found = await principal()
+                assert await principal() is found
+            return found, seen, conn.info.transaction_status, conn.info.pipeline_status
+
+    found, seen, status, pipeline = run(go(tenant.token))
+    assert found is not None and found.tenant == tenant.name
+    assert seen[0] == ("trailseal_reader", tenant.name)
+    assert seen[1] is not None and seen[1][0] > 0  # the tenant's keys
+    assert (status, pipeline) == (pq.TransactionStatus.IDLE, pq.PipelineStatus.OFF)
+    for bad in (run(revoked()), "tsk_" + "0" * 43):
+        found, seen, status, pipeline = run(go(bad))
+        assert found is None
+        assert seen[0] is not None and seen[0][1] in (None, "")
+        assert seen[1] == (0,)  # no tenant: no key is visible
+        assert (status, pipeline) == (pq.TransactionStatus.IDLE, pq.PipelineStatus.OFF)
+
+
+def test_scoped_ahead_commits_and_an_exception_rolls_it_back(database_url, tenant):
+    before = _keys(database_url, tenant)
+    insert = ("INSERT INTO trailseal.api_keys (tenant, id, name, token_hash, token_hint,"
+              " scopes) VALUES (%s, gen_random_uuid(), %s, sha256(%s), 'tsk_…', '{read}')")
+    scope = "SELECT set_config('trailseal.tenant', %s, true)"
+
+    async def go(name: str, fail: bool) -> tuple[object, ...]:
+        async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+            try:
+                async with scoped_ahead(conn, Role.OWNER, scope, (tenant.name,)):
+                    await conn.execute(insert, (tenant.name, name, name.encode()))
+                    if fail:
+                        raise LookupError("stop")
+            except LookupError:
+                pass
+            return conn.info.transaction_status, conn.info.pipeline_status
+
+    assert run(go("ahead-rolled-back", fail=True)) == (
+        pq.TransactionStatus.IDLE, pq.PipelineStatus.OFF)
+    assert _keys(database_url, tenant) == before
+    run(go("ahead-committed", fail=False))
+    assert _keys(database_url, tenant) == before + 1

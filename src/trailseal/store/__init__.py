@@ -72,6 +72,22 @@ async def scoped_query(
 
 
 @asynccontextmanager
+async def scoped_ahead(
+    conn: AsyncConnection, role: Role, query: QueryNoTemplate, params: Params,
+) -> AsyncIterator[AsyncCursor[Any]]:
+    """``scoped_query`` without waiting for its answer: the BEGIN, the scope (no tenant)
+    and ``query`` are sent, and ``conn`` stays in pipeline mode until the transaction
+    ends, so what the caller sends next travels in the same round trip. Fetching any
+    result (the yielded cursor's, or a later statement's) waits for everything sent
+    before it. ``query`` is expected to set the transaction's tenant itself."""
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(conn.pipeline())
+        await stack.enter_async_context(AsyncTransaction(conn))
+        await conn.execute(_SCOPE, (role.value, ""))
+        yield await conn.execute(query, params)
+
+
+@asynccontextmanager
 async def _begun(
     conn: AsyncConnection, role: Role, tenant: str | None,
     first: tuple[tuple[QueryNoTemplate, Params], ...],

@@ -20,6 +20,7 @@ from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
 from trailseal.web import events, export, health, log, metrics, sources, stream, targets, ui
+from trailseal.web.auth import KnownKeys
 from trailseal.web.logs import RequestIdMiddleware
 from trailseal.web.meta import MetaAudit, MetaAuditMiddleware
 from trailseal.web.problems import HANDLERS
@@ -84,6 +85,7 @@ def create_app(
     app.state.schema_version = len(available())
     app.state.meta_audit = meta_audit
     app.state.tile_cache = TileCache()  # full tiles never change: kept per process
+    app.state.known_keys = KnownKeys()  # reads' keys, to send a read with its key's lookup
     app.state.metrics = metrics.Metrics(settings)
     app.add_middleware(MetaAuditMiddleware, recorder=meta_audit)
     app.add_middleware(RequestIdMiddleware)

@@ -184,12 +184,12 @@ async def list_events(
     The meta-audit's own `audit.*` events are left out unless `include_meta=true` or
     `action` names them."""
     flt, page = asked
-    note = note_read(request, read.who, "audit.events.queried", flt.asked())
-    found = await read_page(
-        read.conn, read.who.tenant, flt, limit=page.limit,
+    found = await read_page(  # with the key's lookup, when the key was seen before
+        read.conn, read.tenant, flt, limit=page.limit,
         cursor_key=request.app.state.cursor_key, after=page.cursor, order=page.order,
         warm=request.app.state.warm,
     )
+    note = note_read(request, await read.checked(), "audit.events.queried", flt.asked())
     note.count = len(found.rows)
     # The documented EventsPage, written around the stored canonical bytes (no parse,
     # no model, no second JSON encoding of the same events).

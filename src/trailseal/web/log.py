@@ -52,8 +52,8 @@ def _no_checkpoint() -> Problem:
 @router.get("/log/checkpoint", response_class=PlainTextResponse,
             summary="The latest signed checkpoint (C2SP tlog-checkpoint)")
 async def checkpoint(request: Request, read: Annotated[Reading, Depends(reading())]) -> Response:
-    note_log_read(request, read.who, "checkpoint")
-    found = await latest_checkpoint(read.conn, read.who.tenant)
+    found = await latest_checkpoint(read.conn, read.tenant)
+    note_log_read(request, await read.checked(), "checkpoint")
     if found is None:
         raise _no_checkpoint()
     return PlainTextResponse(found.note, headers=_SHORT)
@@ -62,8 +62,8 @@ async def checkpoint(request: Request, read: Annotated[Reading, Depends(reading(
 @router.get("/log/key", response_class=PlainTextResponse,
             summary="The verifier key(s) checkpoints are signed with, one per line")
 async def key(request: Request, read: Annotated[Reading, Depends(reading())]) -> Response:
-    note_log_read(request, read.who, "key")
     keys = await verifier_keys(read.conn)
+    note_log_read(request, await read.checked(), "key")
     return PlainTextResponse("".join(k + "\n" for k in keys), headers=_SHORT)
 
 
@@ -78,8 +78,8 @@ async def tile(
         ref = parse_tile_path("tile/" + path)
     except ValueError as exc:
         raise Problem(404, "not-found", "Not found", f"no such tile: {exc}") from None
-    note_log_read(request, read.who, "entries" if ref.level is None else "tiles")
-    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache)
+    tree = await open_tree(read.conn, read.tenant, request.app.state.tile_cache)
+    note_log_read(request, await read.checked(), "entries" if ref.level is None else "tiles")
     if ref.level is None:
         data = await tree.entries(ref.index, ref.width)
     else:
@@ -97,11 +97,10 @@ async def inclusion(
     index: int,
     size: int,
 ) -> Any:
-    note = note_read(request, read.who, PROOF_READ, {"proof": "inclusion", "index": index,
-                                                     "size": size})
     plan = inclusion_plan(index, size)
-    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache,
-                           plan=plan)
+    tree = await open_tree(read.conn, read.tenant, request.app.state.tile_cache, plan=plan)
+    note = note_read(request, await read.checked(), PROOF_READ,
+                     {"proof": "inclusion", "index": index, "size": size})
     proof = await tree.inclusion_proof(index, size, plan)
     note.count = 1
     return {"index": index, "size": size, "hashes": b64(proof)}
@@ -115,11 +114,10 @@ async def consistency(
     from_: Annotated[int, Query(alias="from")],
     to: int,
 ) -> Any:
-    note = note_read(request, read.who, PROOF_READ,
-                     {"proof": "consistency", "from": from_, "to": to})
     plan = consistency_plan(from_, to)
-    tree = await open_tree(read.conn, read.who.tenant, request.app.state.tile_cache,
-                           plan=plan)
+    tree = await open_tree(read.conn, read.tenant, request.app.state.tile_cache, plan=plan)
+    note = note_read(request, await read.checked(), PROOF_READ,
+                     {"proof": "consistency", "from": from_, "to": to})
     proof = await tree.consistency_proof(from_, to, plan)
     note.count = 1
     return {"from": from_, "to": to, "hashes": b64(proof)}
