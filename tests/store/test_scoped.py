@@ -147,3 +147,24 @@ def test_scoped_ahead_commits_and_an_exception_rolls_it_back(database_url, tenan
     assert _keys(database_url, tenant) == before
     run(go("ahead-committed", fail=False))
     assert _keys(database_url, tenant) == before + 1
+
+
+def test_a_statement_failing_after_authenticating_leaves_the_lookup_and_the_connection(
+        database_url, tenant):
+    async def go() -> tuple[object, ...]:
+        async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+            found = None
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                async with authenticating(conn, tenant.token) as principal:
+                    cur = await conn.execute("SELECT 1 / %s", (0,))
+                    try:
+                        await cur.fetchone()
+                    finally:
+                        found = await principal()  # answered before the failure
+            status, pipeline = conn.info.transaction_status, conn.info.pipeline_status
+            async with authenticated(conn, tenant.token) as again:
+                return found, again, status, pipeline
+
+    found, again, status, pipeline = run(go())
+    assert found is not None and found == again
+    assert (status, pipeline) == (pq.TransactionStatus.IDLE, pq.PipelineStatus.OFF)

@@ -80,11 +80,30 @@ async def scoped_ahead(
     ends, so what the caller sends next travels in the same round trip. Fetching any
     result (the yielded cursor's, or a later statement's) waits for everything sent
     before it. ``query`` is expected to set the transaction's tenant itself."""
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(conn.pipeline())
-        await stack.enter_async_context(AsyncTransaction(conn))
+    pipeline, transaction = conn.pipeline(), AsyncTransaction(conn)
+    await pipeline.__aenter__()
+    try:
+        await transaction.__aenter__()
+    except BaseException as exc:
+        await pipeline.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    try:
         await conn.execute(_SCOPE, (role.value, ""))
         yield await conn.execute(query, params)
+    except BaseException as exc:
+        # A failed statement leaves the pipeline aborted, where no ROLLBACK runs: end
+        # the pipeline first (its Sync), then roll back outside it.
+        try:
+            await pipeline.__aexit__(type(exc), exc, exc.__traceback__)
+        finally:
+            await transaction.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    try:
+        await transaction.__aexit__(None, None, None)  # the COMMIT, in the pipeline
+    except BaseException as exc:
+        await pipeline.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    await pipeline.__aexit__(None, None, None)
 
 
 @asynccontextmanager
