@@ -102,12 +102,13 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="the other checkout")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--asks", type=int, default=300, help="of each kind, per side")
+    common.data_dir_argument(parser)
     args = parser.parse_args()
     source = args.before.resolve() / "src"
     if not (source / "trailseal").is_dir():
         raise SystemExit(f"{args.before} is not a trailseal checkout (no src/trailseal)")
     with tempfile.TemporaryDirectory() as tmp:
-        env = common.start(Path(tmp), 1)
+        env = common.start(args.data_dir or Path(tmp), 1)
         try:
             times = measure(env, source, args.events, args.asks)
         finally:

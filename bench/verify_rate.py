@@ -181,9 +181,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", type=Path, help="another checkout, timed side by side "
                         "(its C modules built or copied into its src)")
-    parser.add_argument("--data-dir", type=Path, help="keep the embedded PostgreSQL and its "
-                        "log here, to be used again by a later run (a 10M-event log is "
-                        "loaded once)")
+    common.data_dir_argument(parser)
     args = parser.parse_args()
     machine = common.machine()
     with tempfile.TemporaryDirectory() as tmp:

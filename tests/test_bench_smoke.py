@@ -90,6 +90,20 @@ def test_verify_rate_times_a_checkout_beside_this_one(tmp_path: Path) -> None:
         assert reports[0][f"{way}_after_over_before"] > 0
 
 
+def test_a_benchmark_script_keeps_its_log_in_a_data_dir(tmp_path: Path) -> None:
+    loaded = []
+    for _ in range(2):  # the second run asks the log the first kept in --data-dir
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "four_questions.py"), "--events", "200",
+             "--repeat", "1", "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        report = json.loads(done.stdout)
+        assert report["size"] == 200 and report["verdict"] in ("met", "NOT met")
+        loaded.append(report["loaded"])
+    assert loaded == [["log200"], []]
+
+
 def test_write_split_times_each_write() -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / "write_split.py"), "--events", "200", "--repeat", "1"],
