@@ -52,9 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--asks", type=int, default=300)
+    common.data_dir_argument(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = common.start(Path(tmp), 1)
+        env = common.start(args.data_dir or Path(tmp), 1)
         try:
             tenant = env.log(args.events)
             print(asyncio.run(ask(env, env.token(tenant), args.events, args.asks)))
