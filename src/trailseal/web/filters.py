@@ -167,10 +167,12 @@ class FilterParams(BaseModel):
 
 def _many(model: type[BaseModel]) -> frozenset[str]:
     """The fields of ``model`` that take a repeated parameter (a list)."""
-    return frozenset(
-        name for name, field in model.model_fields.items()
-        if list in {typing.get_origin(a) for a in typing.get_args(field.annotation)}
-    )
+    def takes_list(annotation: Any) -> bool:  # list[X], or list[X] | None
+        return typing.get_origin(annotation) is list or any(
+            typing.get_origin(a) is list for a in typing.get_args(annotation))
+
+    return frozenset(name for name, field in model.model_fields.items()
+                     if takes_list(field.annotation))
 
 
 _LISTS: dict[type[BaseModel], frozenset[str]] = {}
