@@ -250,6 +250,9 @@ def test_one_archiver_at_a_time_seals_a_tenant(own_database, signer, store, cloc
         other.execute("SELECT pg_advisory_lock(%s, hashtext('acme'))", (_LOCK_CLASS,))
         assert run(seal(own_database, worker, "acme")) == 0
         assert _segments(own_database, "acme") == []
+        # Let go here: a closed connection's backend lets go of its locks only as it
+        # exits, a moment after the close returns (one run sealed nothing just after).
+        other.execute("SELECT pg_advisory_unlock(%s, hashtext('acme'))", (_LOCK_CLASS,))
     assert run(seal(own_database, worker, "acme")) == 3
 
     async def both() -> list[int]:
