@@ -60,25 +60,25 @@ class FaultyProxy:
                 writer.close()
 
     def _each(self, action: str) -> None:
-        def act() -> None:
-            for client, upstream in list(self.pairs):
-                # A half-close hits the client's side only: it sees the stream end while
-                # the server still thinks the session is alive.
-                for side in (client,) if action == "half-close" else (client, upstream):
-                    sock = side.get_extra_info("socket")
-                    if sock is None:
-                        continue
-                    with contextlib.suppress(OSError):
-                        if action == "drop" and sock.family != socket.AF_UNIX:
-                            # Linger 0: close with a reset, as a dying network would.
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                            struct.pack("ii", 1, 0))
-                        if action == "half-close":
-                            sock.shutdown(socket.SHUT_WR)
-                        else:
-                            side.transport.abort()
+        self.loop.call_soon_threadsafe(self._act, action)
 
-        self.loop.call_soon_threadsafe(act)
+    def _act(self, action: str) -> None:
+        for client, upstream in list(self.pairs):
+            # A half-close hits the client's side only: it sees the stream end while
+            # the server still thinks the session is alive.
+            for side in (client,) if action == "half-close" else (client, upstream):
+                sock = side.get_extra_info("socket")
+                if sock is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    if action == "drop" and sock.family != socket.AF_UNIX:
+                        # Linger 0: close with a reset, as a dying network would.
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                    if action == "half-close":
+                        sock.shutdown(socket.SHUT_WR)
+                    else:
+                        side.transport.abort()
 
     def drop(self) -> None:
         """Reset every connection now."""
@@ -89,7 +89,18 @@ class FaultyProxy:
         self._each("half-close")
 
     def close(self) -> None:
-        self.drop()
-        self.loop.call_soon_threadsafe(self.server.close)
+        """Reset every connection and stop. The loop runs on until the resets are done:
+        an aborted transport closes its socket on the loop's next turn, and a loop
+        stopped before that left the upstream sockets open, so the server kept the
+        sessions of killed clients, with their locks (a sequencer's tenant stayed held
+        and one run's inbox never drained)."""
+
+        async def shut() -> None:
+            self._act("drop")
+            self.server.close()
+            for _ in range(2):  # the turns on which the aborted sockets are closed
+                await asyncio.sleep(0)
+
+        asyncio.run_coroutine_threadsafe(shut(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
