@@ -68,9 +68,10 @@ class KnownKeys:
         return self._known.get(token_hash(token))
 
     def remember(self, token: str, principal: Principal) -> None:
-        if len(self._known) >= self.size:  # the oldest goes: dicts keep insertion order
-            del self._known[next(iter(self._known))]
-        self._known[token_hash(token)] = principal
+        key = token_hash(token)
+        if key not in self._known and len(self._known) >= self.size:
+            del self._known[next(iter(self._known))]  # the oldest: dicts keep their order
+        self._known[key] = principal
 
     def forget(self, token: str) -> None:
         self._known.pop(token_hash(token), None)
