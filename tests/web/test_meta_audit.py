@@ -434,7 +434,7 @@ def test_filters_that_cannot_be_stored_are_named_not_dropped(client, database_ur
         await pool.open(wait=True)
         try:
             recorder = MetaAudit()
-            recorder.open(pool, None)
+            recorder.open(pool)
             for note in notes:
                 await recorder.record(note, {}, completed=True)
             assert recorder.failures == 0

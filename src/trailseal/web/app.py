@@ -56,7 +56,7 @@ def create_app(
         if settings.run_archiver:
             archiver_task = asyncio.create_task(build_archiver(settings).run(
                 pool.connection, stop, settings.archiver_idle_seconds))
-        meta_audit.open(pool, app.state.sequencer.wake if app.state.sequencer else None)
+        meta_audit.open(pool)
         meta_stop = asyncio.Event()
         meta_task = asyncio.create_task(meta_audit.run(meta_stop))
         try:

@@ -126,12 +126,13 @@ class MetaAudit:
         self.tick = tick
         self.failures = 0
         self._pool: AsyncConnectionPool | None = None
-        self._wake: asyncio.Event | None = None
         self._tallies: dict[tuple[str, uuid.UUID, datetime], _Tally] = {}
 
-    def open(self, pool: AsyncConnectionPool, wake: asyncio.Event | None) -> None:
-        """Write through ``pool``; set ``wake`` (an in-process sequencer's) after writes."""
-        self._pool, self._wake = pool, wake
+    def open(self, pool: AsyncConnectionPool) -> None:
+        """Write through ``pool``. The sequencer is not woken for these events: nothing
+        waits for a read's record to be sequenced, so its next sweep takes them, many
+        reads to one batch and one checkpoint."""
+        self._pool = pool
 
     async def record(self, note: ReadNote, context: dict[str, Any], completed: bool) -> None:
         """Record one finished read (or count it, for tallied kinds). Never raises."""
@@ -213,8 +214,6 @@ class MetaAudit:
         prepared = ingest.prepare(raw, tenant, received_at, meta=True)
         async with self._pool.connection() as conn:
             await ingest.write_inbox(conn, tenant, prepared, received_at)
-        if self._wake is not None:
-            self._wake.set()
 
 
 def _log(principal: Principal) -> dict[str, str]:
