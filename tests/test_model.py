@@ -176,7 +176,8 @@ _quick_events = st.fixed_dictionaries(
             None, str(uuid7()), str(uuid7()).upper(), str(uuid7()).replace("-", ""),
             "{" + str(uuid7()) + "}", str(uuid.uuid4()), str(uuid7()) + "\n", "nope", 5]),
         "occurred_at": st.sampled_from([
-            None, "2026-03-12T09:02:00Z", "2026-03-12t09:02:00z",
+            None, "2026-03-12T09:02:00Z", "2026-03-12t09:02:00z", "2026-03-12T09:02:00.123Z",
+            "2026-03-12T09:02:00.1234Z", "2026-03-12T09:02:00.120+00:00",
             "2026-03-12T09:02:00.123456789+02:00", "2026-03-12 09:02:00Z",
             "2026-03-12T09:02:00Z\n", "2026-13-12T09:02:00Z", "2026-03-12T09:02:00",
             "1700000000", 1700000000, "0001-01-01T00:00:00+01:00"]),
@@ -209,9 +210,11 @@ def test_what_the_quick_path_takes_the_model_takes_with_the_same_document(raw):
     event = EventV1.model_validate(raw)  # raises if the quick path took too much
     assert (quick.id, quick.occurred_at, quick.action) == (
         event.id, event.occurred_at, event.action)
-    received, event_id = datetime(2026, 3, 12, 9, 3, tzinfo=UTC), uuid7()
-    assert quick.document(tenant="t", event_id=event_id, received_at=received) == (
-        stored_document(event, tenant="t", event_id=event_id, received_at=received))
+    received = datetime(2026, 3, 12, 9, 3, tzinfo=UTC)
+    # A fresh id (the event had none, or the batch named it twice), and its own id.
+    for event_id in {uuid7(), quick.id or uuid7()}:
+        assert quick.document(tenant="t", event_id=event_id, received_at=received) == (
+            stored_document(event, tenant="t", event_id=event_id, received_at=received))
 
 
 def test_plain_events_take_the_quick_path():
@@ -256,9 +259,13 @@ def test_the_quick_reading_of_times_and_ids_is_the_models(text):
     from trailseal import model
 
     expected = _or_none(model._OCCURRED_AT.validate_python, text)
-    found = _or_none(model._occurred_at, text)
+    found, stored = _or_none(model._occurred_at, text) or (None, None)
     assert found == expected and (found is None or found.utcoffset() == expected.utcoffset())
+    # The text is kept as the stored form only when it is exactly that form.
+    assert stored is None or stored == text == format_time(expected)
     value = uuid7()
     for spelling in (str(value), str(value).upper(), str(uuid.uuid4())):
-        assert _or_none(model._event_id, spelling) == _or_none(
-            model._EVENT_ID.validate_python, spelling)
+        found_id, stored_id = _or_none(model._event_id, spelling) or (None, None)
+        assert found_id == _or_none(model._EVENT_ID.validate_python, spelling)
+        assert stored_id is None or stored_id == spelling == str(found_id)
+    assert model._event_id(str(value)) == (value, str(value))

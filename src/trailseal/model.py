@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv6Address, ip_address
 from socket import AF_INET, inet_ntop, inet_pton
@@ -200,6 +201,10 @@ def format_time(value: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
+# A batch's events share their receive time: formatted once, not once or twice an event.
+_received_text = lru_cache(maxsize=8)(format_time)
+
+
 _PARTS = {"actor", "target", "changes", "context", "outcome"}
 
 
@@ -225,12 +230,18 @@ def stored_document(
 
 
 def _document(tenant: str, event_id: uuid.UUID, occurred_at: datetime | None,
-              received_at: datetime, action: str, parts: dict[str, Any]) -> dict[str, Any]:
+              received_at: datetime, action: str, parts: dict[str, Any], *,
+              id_text: str | None = None, occurred_text: str | None = None) -> dict[str, Any]:
+    """The stored document; ``id_text`` and ``occurred_text``, when given, are the id's
+    and the time's stored form already (as the producer sent them)."""
+    received_text = _received_text(received_at)
+    if occurred_text is None:
+        occurred_text = received_text if occurred_at is None else format_time(occurred_at)
     return {
-        "id": str(event_id),
+        "id": id_text or str(event_id),
         "tenant": tenant,
-        "occurred_at": format_time(occurred_at or _to_utc_ms(received_at)),
-        "received_at": format_time(received_at),
+        "occurred_at": occurred_text,
+        "received_at": received_text,
         "action": action,
         **parts,
     }
@@ -255,13 +266,13 @@ _QText = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _QLongText = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
 
 
-class _QActor(msgspec.Struct, forbid_unknown_fields=True):
+class _QActor(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     type: Literal["user", "service", "api_key", "system"]
     id: _QText
     name: _QText | None = None
 
 
-class _QTarget(msgspec.Struct, forbid_unknown_fields=True):
+class _QTarget(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     type: Annotated[str, msgspec.Meta(max_length=64, pattern=_to_end(TYPE_PATTERN))]
     id: _QText
     name: _QText | None = None
@@ -272,7 +283,7 @@ class _QChange(msgspec.Struct, forbid_unknown_fields=True):
     after: Any = None
 
 
-class _QContext(msgspec.Struct, forbid_unknown_fields=True):
+class _QContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     ip: str | None = None
     user_agent: _QLongText | None = None
     session_id: _QText | None = None
@@ -284,7 +295,7 @@ class _QContext(msgspec.Struct, forbid_unknown_fields=True):
     source_seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SOURCE_SEQ)] | None = None
 
 
-class _QOutcome(msgspec.Struct, forbid_unknown_fields=True):
+class _QOutcome(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     status: Literal["success", "failure"] = "success"
     error_code: _QText | None = None
     reason: _QLongText | None = None
@@ -307,24 +318,30 @@ _OCCURRED_AT: TypeAdapter[datetime | None] = TypeAdapter(Timestamp | None)
 # The spellings most producers send, which the standard library reads as pydantic does;
 # any other goes to the adapters above, EventV1's own validators.
 _PLAIN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
+# A time already in the stored form (format_time's): kept as sent.
+_STORED_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 _PLAIN_TIME = re.compile(
     r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?"
     r"(Z|[+-]([01]\d|2[0-3]):[0-5]\d)\Z")
 
 
-def _event_id(value: str | None) -> uuid.UUID | None:
+def _event_id(value: str | None) -> tuple[uuid.UUID | None, str | None]:
+    """The id, and ``value`` itself when it is the id's stored form already."""
     if value is not None and _PLAIN_ID.match(value):
-        return uuid.UUID(value)
-    return _EVENT_ID.validate_python(value)
+        return uuid.UUID(value), value
+    return _EVENT_ID.validate_python(value), None
 
 
-def _occurred_at(value: str | None) -> datetime | None:
+def _occurred_at(value: str | None) -> tuple[datetime | None, str | None]:
+    """The time, and ``value`` itself when it is the time's stored form already."""
     if value is not None and _PLAIN_TIME.match(value):
         try:
-            return _to_utc_ms(datetime.fromisoformat(value))
+            at = _to_utc_ms(datetime.fromisoformat(value))
         except ValueError:  # a day or an hour out of range, say: the adapter decides
             pass
-    return _OCCURRED_AT.validate_python(value)
+        else:
+            return at, (value if _STORED_TIME.match(value) else None)
+    return _OCCURRED_AT.validate_python(value), None
 
 
 @dataclass(frozen=True)
@@ -335,12 +352,15 @@ class QuickEvent:
     occurred_at: datetime | None
     action: str
     parts: dict[str, Any]  # actor, target, changes, context, outcome, metadata as stored
+    id_text: str | None = None  # the id as sent, when that is its stored form
+    occurred_text: str | None = None  # likewise the time
 
     def document(self, *, tenant: str, event_id: uuid.UUID,
                  received_at: datetime) -> dict[str, Any]:
         """What ``stored_document`` gives for the same event."""
         return _document(tenant, event_id, self.occurred_at, received_at, self.action,
-                         self.parts)
+                         self.parts, occurred_text=self.occurred_text,
+                         id_text=self.id_text if event_id == self.id else None)
 
 
 def quick_event(raw: dict[str, Any]) -> QuickEvent | None:
@@ -349,24 +369,24 @@ def quick_event(raw: dict[str, Any]) -> QuickEvent | None:
     and no float (``ingest`` checks that first)."""
     try:
         event = msgspec.convert(raw, _QEvent)
-        event_id = _event_id(event.id)
-        occurred_at = _occurred_at(event.occurred_at)
-        context = msgspec.structs.asdict(event.context)
-        if context["ip"] is not None:
-            context["ip"] = _valid_ip(context["ip"])
+        event_id, id_text = _event_id(event.id)
+        occurred_at, occurred_text = _occurred_at(event.occurred_at)
+        ip = event.context.ip
+        if ip is not None:
+            ip = _valid_ip(ip)
     except (msgspec.ValidationError, ValidationError, ValueError):
         return None
-    if (context["source"] is None) != (context["source_seq"] is None):
+    if (event.context.source is None) != (event.context.source_seq is None):
         return None
-    return QuickEvent(event_id, occurred_at, event.action, {
-        "actor": _set(msgspec.structs.asdict(event.actor)),
-        "target": _set(msgspec.structs.asdict(event.target)),
-        "changes": {field: {"before": change.before, "after": change.after}
-                    for field, change in event.changes.items()},
-        "context": _set(context),
-        "outcome": _set(msgspec.structs.asdict(event.outcome)),
-        "metadata": event.metadata,
-    })
+    # One pass in C to the stored parts: the sub-structs leave out their unset (None)
+    # fields, as stored_document's dumps do; a change keeps both of its sides.
+    parts = msgspec.to_builtins(event)
+    del parts["id"], parts["occurred_at"], parts["action"]
+    parts["outcome"].setdefault("status", "success")  # left out as its default
+    if ip is not None:
+        parts["context"]["ip"] = ip
+    return QuickEvent(event_id, occurred_at, event.action, parts,
+                      id_text=id_text, occurred_text=occurred_text)
 
 
 def event_json_schema() -> dict[str, Any]:
