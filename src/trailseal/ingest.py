@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from pydantic import ValidationError
 
@@ -30,6 +32,12 @@ from trailseal.model import (
     stored_document,
 )
 from trailseal.store import Role, scoped
+
+_whole: Callable[[bytes, object, int], bool] | None
+try:
+    from trailseal.integrity._jcs import whole as _whole
+except ImportError:  # built without a C compiler: every body takes the strict parser
+    _whole = None
 
 MAX_BATCH_EVENTS = 1000
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -74,23 +82,38 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def parse_body(raw: bytes) -> list[Any]:
-    """The events of a request body: one event object, or ``{"events": [...]}``.
-
-    Raises ``BadJSON`` for anything that is not strict JSON (bad UTF-8, syntax, NaN,
-    duplicate keys, absurd nesting) and ``TooLarge`` past the batch limit.
-    """
+def _loads(raw: bytes) -> Any:
+    """Strict JSON. A plain body (no float, no repeated key, not nested past MAX_DEPTH)
+    is read by orjson; anything else, and anything orjson refuses, by the standard
+    library's parser with strict hooks, whose value and messages are the rule: orjson
+    keeps the last of a repeated key, reads integers past 64 bits as floats, and refuses
+    what the rule takes (a lone surrogate's escape, 1e400) or names it otherwise."""
+    if _whole is not None:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if _whole(raw, body, MAX_DEPTH):
+                return body
     try:
         text = raw.decode("utf-8")
-        body = json.loads(
-            text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
-        )
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError as exc:
         raise BadJSON(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except RecursionError:
         raise BadJSON("the body nests too deeply") from None
     except ValueError as exc:  # JSONDecodeError, and int() of thousands of digits
         raise BadJSON(f"the body is not valid JSON: {exc}") from None
+
+
+def parse_body(raw: bytes) -> list[Any]:
+    """The events of a request body: one event object, or ``{"events": [...]}``.
+
+    Raises ``BadJSON`` for anything that is not strict JSON (bad UTF-8, syntax, NaN,
+    duplicate keys, absurd nesting) and ``TooLarge`` past the batch limit.
+    """
+    body = _loads(raw)
     if isinstance(body, dict) and "events" in body:
         if set(body) != {"events"} or not isinstance(body["events"], list):
             raise InvalidInput(

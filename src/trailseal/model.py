@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from ipaddress import IPv6Address, ip_address
 from socket import AF_INET, inet_ntop, inet_pton
 from typing import Annotated, Any, Literal
@@ -336,11 +336,13 @@ def _occurred_at(value: str | None) -> tuple[datetime | None, str | None]:
     """The time, and ``value`` itself when it is the time's stored form already."""
     if value is not None and _PLAIN_TIME.match(value):
         try:
-            at = _to_utc_ms(datetime.fromisoformat(value))
+            at = datetime.fromisoformat(value)
         except ValueError:  # a day or an hour out of range, say: the adapter decides
             pass
         else:
-            return at, (value if _STORED_TIME.match(value) else None)
+            if _STORED_TIME.match(value):  # in UTC, to the millisecond, already
+                return at, value
+            return _to_utc_ms(at), None
     return _OCCURRED_AT.validate_python(value), None
 
 

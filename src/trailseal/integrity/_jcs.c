@@ -1,5 +1,6 @@
 /* RFC 8785 canonical JSON, the common case, quickly: confirming that bytes are canonical
- * (for `trailseal verify`) and writing the canonical bytes of a value (for ingest).
+ * (for `trailseal verify`) and writing the canonical bytes of a value (for ingest); and,
+ * for ingest's quick parse, whether a parsed value holds every member of its text.
  *
  * Both are sound, not complete; what they do not take on is left to the Python code in
  * trailseal.integrity.canonical, which judges and writes everything.
@@ -632,9 +633,97 @@ first_unconfirmed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(i);
 }
 
+/* -- A parsed document's members against its text ------------------------------------
+ * Parsers that keep the last of a repeated key cannot say whether the text repeated one.
+ * Every member of an object in JSON text is one `:` outside strings, and a parser that
+ * drops a repeated key has one member fewer: so a value holds every member of its text
+ * exactly when the two counts agree. */
+
+/* The members of every object in v (exact JSON types only); -1 for a float, a type that
+ * is not JSON's, or nesting past max_depth. */
+static Py_ssize_t
+members(PyObject *v, int depth, int max_depth)
+{
+    if (PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || v == Py_None || PyBool_Check(v))
+        return 0;
+    if (depth > max_depth)
+        return -1;
+    Py_ssize_t total = 0, n;
+    if (PyDict_CheckExact(v)) {
+        PyObject *key, *item;
+        Py_ssize_t at = 0;
+        total = PyDict_GET_SIZE(v);
+        while (PyDict_Next(v, &at, &key, &item)) {
+            if (!PyUnicode_CheckExact(key) || (n = members(item, depth + 1, max_depth)) < 0)
+                return -1;
+            total += n;
+        }
+        return total;
+    }
+    if (PyList_CheckExact(v)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++) {
+            if ((n = members(PyList_GET_ITEM(v, i), depth + 1, max_depth)) < 0)
+                return -1;
+            total += n;
+        }
+        return total;
+    }
+    return -1;
+}
+
+/* The `:` outside strings of JSON text (which the caller's parser accepted). */
+static Py_ssize_t
+colons(const unsigned char *p, const unsigned char *end)
+{
+    Py_ssize_t count = 0;
+    while (p < end) {
+        unsigned char ch = *p++;
+        if (ch == ':') {
+            count++;
+        } else if (ch == '"') {
+            while (p < end) {
+                ch = *p++;
+                if (ch == '"')
+                    break;
+                if (ch == '\\' && p < end)
+                    p++;  /* the escaped character, which may be a quote */
+            }
+        }
+    }
+    return count;
+}
+
+PyDoc_STRVAR(whole_doc,
+"whole(text, value, max_depth, /) -> bool\n\n"
+"True when value, parsed from the JSON text, holds every member of the text's objects\n"
+"(no key repeated), no float, nothing nested past max_depth; False says nothing.");
+
+static PyObject *
+whole(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "whole(text: bytes, value, max_depth)");
+        return NULL;
+    }
+    long max_depth = PyLong_AsLong(args[2]);
+    if (max_depth == -1 && PyErr_Occurred())
+        return NULL;
+    /* members() recurses on the C stack. */
+    if (max_depth > MAX_DEPTH)
+        max_depth = MAX_DEPTH;
+    if (Py_EnterRecursiveCall(" in whole"))
+        return NULL;
+    Py_ssize_t found = members(args[1], 1, (int)max_depth);
+    Py_LeaveRecursiveCall();
+    const unsigned char *text = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    return PyBool_FromLong(
+        found >= 0 && found == colons(text, text + PyBytes_GET_SIZE(args[0])));
+}
+
 static PyMethodDef methods[] = {
     {"canonicalize", (PyCFunction)(void (*)(void))py_canonicalize, METH_FASTCALL,
      canonicalize_doc},
+    {"whole", (PyCFunction)(void (*)(void))whole, METH_FASTCALL, whole_doc},
     {"first_unconfirmed", (PyCFunction)(void (*)(void))first_unconfirmed, METH_FASTCALL,
      first_unconfirmed_doc},
     {NULL, NULL, 0, NULL},
