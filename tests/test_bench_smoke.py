@@ -147,3 +147,14 @@ def test_seal_cost_counts_sealing_and_open_sweeps() -> None:
     assert found["medians"]["sealing_us_per_event"]["archiver"] > 0
     assert set(found["zstd_levels"]) == {"3", "6", "9"}
     assert all(v["bytes_per_event"] > 0 for v in found["zstd_levels"].values())
+
+
+def test_ingest_python_times_each_step() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "ingest_python.py"), "--events", "200", "--repeat", "2"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout)
+    assert set(found["cpu_us_per_event"]) == {"read the body", "prepare", "inbox parameters"}
+    assert all(step["best"] > 0 for step in found["cpu_us_per_event"].values()), found
+    assert found["total"]["best"] <= found["total"]["median"]
