@@ -25,7 +25,7 @@ from trailseal.archive.retention import RetentionReport, run_retention
 from trailseal.archive.worm import WormStore
 from trailseal.cli.common import DataDir, console, fail, run_with_connection, runtime, settings
 from trailseal.errors import InvalidInput, TrailsealError
-from trailseal.runtime import archive_store, build_archiver
+from trailseal.runtime import archive_store, build_archiver, freeze_startup
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import check
@@ -63,6 +63,7 @@ async def _archive(url: str, values: Settings, once: bool) -> int:
             return await worker.run_once(conn)
     pool = create_pool(url, min_size=1, max_size=2)
     await pool.open(wait=True)
+    freeze_startup()
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

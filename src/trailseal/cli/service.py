@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from trailseal.cli.common import DataDir, console, fail, runtime, settings
 from trailseal.demo import seed
 from trailseal.errors import TrailsealError
-from trailseal.runtime import build_sequencer, load_signer
+from trailseal.runtime import build_sequencer, freeze_startup, load_signer
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import check
@@ -50,6 +50,7 @@ def serve(
     except (TrailsealError, psycopg.Error) as exc:
         raise fail(str(exc)) from None
     app = create_app(values, target.database_url, target.cursor_key)
+    freeze_startup()  # the process's own choice, not the app's (tests make many apps)
     log_config = json_log_config() if values.log_json else uvicorn.config.LOGGING_CONFIG
     uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False,
                 log_config=log_config)
@@ -102,6 +103,7 @@ async def _sequence(url: str, values: Settings, once: bool) -> int:
         worker = build_sequencer(pool, values)
         if once:
             return await worker.run_once()
+        freeze_startup()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
