@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from fastapi import FastAPI
 from psycopg import AsyncConnection
 
 from tests.support import Tenant, an_event, fresh_database, make_tenant, run
 from trailseal import ingest
+from trailseal.errors import ConfigurationError
 from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash, leaf_hash
 from trailseal.runtime import build_sequencer
 from trailseal.sequencer import _LOCK_CLASS, _MOVE, _inbox_head
 from trailseal.settings import Settings
 from trailseal.store import Role, create_pool, migrate, scoped
+from trailseal.web.app import create_app
 
 
 def _log(database_url: str, tenant: str) -> list[tuple[int, str, bytes, bytes, bytes]]:
@@ -222,3 +229,70 @@ def test_a_batch_is_read_and_moved_without_reading_the_backlog(database_url, sta
     assert backlog_pages > 400
     assert read < backlog_pages / 4, (read, backlog_pages)
     assert moved < backlog_pages / 2, (moved, backlog_pages)
+
+
+def _log_size_within(database_url: str, tenant: str, count: int, seconds: float) -> int:
+    """The size of ``tenant``'s log once it reaches ``count``, or after ``seconds``,
+    waited for without ever handing the calling thread's event loop a turn."""
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM trailseal.events WHERE tenant = %s", (tenant,)
+            ).fetchone()
+            assert row is not None
+            if row[0] >= count or time.monotonic() >= deadline:
+                return int(row[0])
+            time.sleep(0.01)
+
+
+def _sequencer_threads() -> set[threading.Thread]:
+    return {th for th in threading.enumerate() if th.name == "trailseal-sequencer"}
+
+
+def _served(settings: Settings, database_url: str, data_dir: Path, **changes: Any) -> FastAPI:
+    values = settings.model_copy(update={"database_url": database_url, "data_dir": data_dir,
+                                         **changes})
+    return create_app(values, database_url, cursor_key=secrets.token_bytes(32))
+
+
+def test_the_served_sequencer_moves_events_while_the_api_loop_is_held(
+    own_database, settings, tmp_path
+):
+    """`serve`'s sequencer runs on a thread of its own: events waiting in the inbox reach
+    the log while the API's event loop is held (here, by a wait that never yields it).
+    On the API's loop, it would sequence nothing until the loop was free."""
+    t = make_tenant(own_database, "busy")
+    events = [an_event() for _ in range(40)]
+    app = _served(settings, own_database, tmp_path)
+    running = _sequencer_threads()  # the shared service's, if it has started
+
+    async def go() -> int:
+        async with app.router.lifespan_context(app):
+            at = ingest.now()
+            async with await AsyncConnection.connect(own_database, autocommit=True) as conn:
+                prepared = ingest.prepare(events, t.name, at)
+                await ingest.write_inbox(conn, t.name, prepared, at)
+            app.state.sequencer.nudge()
+            return _log_size_within(own_database, t.name, len(events), seconds=30)
+
+    assert run(go()) == len(events)
+    _assert_log_verifies(own_database, t.name, {str(e["id"]) for e in events})
+    assert _sequencer_threads() == running  # its thread ended with the app
+
+
+def test_a_sequencer_that_cannot_start_stops_the_service_from_starting(
+    own_database, settings, tmp_path
+):
+    bad_key = tmp_path / "log.key"
+    bad_key.write_text("not a signing key\n")
+    app = _served(settings, own_database, tmp_path, signing_key_file=bad_key)
+    running = _sequencer_threads()
+
+    async def go() -> None:
+        async with app.router.lifespan_context(app):
+            pass  # pragma: no cover - the start must fail
+
+    with pytest.raises(ConfigurationError, match="does not hold a signing key"):
+        run(go())
+    assert _sequencer_threads() == running

@@ -32,6 +32,7 @@ from trailseal.model import (
     stored_document,
 )
 from trailseal.store import Role, scoped
+from trailseal.store.arrays import ByteaArray, TextArray, bytea_array, text_array
 
 _whole: Callable[[bytes, object, int], bool] | None
 try:
@@ -291,15 +292,15 @@ def prepare(
     return prepared
 
 
+# Each column arrives as one array (built by trailseal.store.arrays): the typed ones as
+# text, parsed here by PostgreSQL's own input functions.
 _INSERT = """
 WITH input AS (
     SELECT * FROM unnest(
-        %(id)b::uuid[], %(occurred_at)b::timestamptz[], %(actor_type)b::text[],
-        %(actor_id)b::text[], %(actor_name)b::text[], %(action)b::text[],
-        %(target_type)b::text[], %(target_id)b::text[], %(target_name)b::text[],
-        %(outcome)b::text[], %(ip)b::inet[], %(request_id)b::text[],
-        %(correlation_id)b::text[], %(service)b::text[], %(source)b::text[],
-        %(source_seq)b::bigint[], %(canonical)b::bytea[], %(leaf_hash)b::bytea[]
+        %(id)b::uuid[], %(occurred_at)b::timestamptz[], %(actor_type)b, %(actor_id)b,
+        %(actor_name)b, %(action)b, %(target_type)b, %(target_id)b, %(target_name)b,
+        %(outcome)b, %(ip)b::inet[], %(request_id)b, %(correlation_id)b, %(service)b,
+        %(source)b, %(source_seq)b::bigint[], %(canonical)b, %(leaf_hash)b
     ) WITH ORDINALITY AS t(id, occurred_at, actor_type, actor_id, actor_name, action,
                            target_type, target_id, target_name, outcome, ip, request_id,
                            correlation_id, service, source, source_seq, canonical,
@@ -325,37 +326,33 @@ SELECT id FROM fresh
 """
 
 
-def _columns(events: list[Prepared]) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "id", "occurred_at", "actor_type", "actor_id", "actor_name", "action",
-            "target_type", "target_id", "target_name", "outcome", "ip", "request_id",
-            "correlation_id", "service", "source", "source_seq", "canonical", "leaf_hash",
-        )
+def _columns(events: list[Prepared]) -> dict[str, TextArray | ByteaArray]:
+    """The inbox write's parameters: each column of ``events`` as one array."""
+    docs = [event.document for event in events]
+    actors = [doc["actor"] for doc in docs]
+    targets = [doc["target"] for doc in docs]
+    contexts = [doc["context"] for doc in docs]
+    sequence = [c.get("source_seq") for c in contexts]
+    return {
+        "id": text_array([doc["id"] for doc in docs]),
+        "occurred_at": text_array([doc["occurred_at"] for doc in docs]),
+        "actor_type": text_array([a["type"] for a in actors]),
+        "actor_id": text_array([a["id"] for a in actors]),
+        "actor_name": text_array([a.get("name") for a in actors]),
+        "action": text_array([doc["action"] for doc in docs]),
+        "target_type": text_array([t["type"] for t in targets]),
+        "target_id": text_array([t["id"] for t in targets]),
+        "target_name": text_array([t.get("name") for t in targets]),
+        "outcome": text_array([doc["outcome"]["status"] for doc in docs]),
+        "ip": text_array([c.get("ip") for c in contexts]),
+        "request_id": text_array([c.get("request_id") for c in contexts]),
+        "correlation_id": text_array([c.get("correlation_id") for c in contexts]),
+        "service": text_array([c.get("service") for c in contexts]),
+        "source": text_array([c.get("source") for c in contexts]),
+        "source_seq": text_array([None if n is None else str(n) for n in sequence]),
+        "canonical": bytea_array([event.canonical for event in events]),
+        "leaf_hash": bytea_array([event.leaf_hash for event in events]),
     }
-    for event in events:
-        doc = event.document
-        actor, target, context = doc["actor"], doc["target"], doc["context"]
-        cols["id"].append(event.id)
-        cols["occurred_at"].append(datetime.fromisoformat(doc["occurred_at"]))
-        cols["actor_type"].append(actor["type"])
-        cols["actor_id"].append(actor["id"])
-        cols["actor_name"].append(actor.get("name"))
-        cols["action"].append(doc["action"])
-        cols["target_type"].append(target["type"])
-        cols["target_id"].append(target["id"])
-        cols["target_name"].append(target.get("name"))
-        cols["outcome"].append(doc["outcome"]["status"])
-        cols["ip"].append(context.get("ip"))
-        cols["request_id"].append(context.get("request_id"))
-        cols["correlation_id"].append(context.get("correlation_id"))
-        cols["service"].append(context.get("service"))
-        cols["source"].append(context.get("source"))
-        cols["source_seq"].append(context.get("source_seq"))
-        cols["canonical"].append(event.canonical)
-        cols["leaf_hash"].append(event.leaf_hash)
-    return cols
 
 
 async def write_inbox(

@@ -19,8 +19,11 @@ holds a lease on, renewing them between batches; the locks above still guard eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,6 +40,7 @@ from trailseal.integrity.notes import Signer
 from trailseal.integrity.tiles import FullTile, TreeState
 from trailseal.leases import Leases
 from trailseal.store import Role, scoped
+from trailseal.store.arrays import bigint_array, bytea_array
 from trailseal.witness import Witness
 
 log = logging.getLogger(__name__)
@@ -140,6 +144,7 @@ class Sequencer:
         self.leases = leases
         self.sequenced = 0  # events, since start: the ingest-to-log rate of /metrics
         self.wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop ``run`` runs on
         self._months: set[tuple[int, int]] = set()
         self._key_published = False
 
@@ -179,9 +184,18 @@ class Sequencer:
             total += await self.sequence_tenant(tenant)
         return total
 
+    def nudge(self) -> None:
+        """Start the next sweep now rather than after the idle wait; callable from any
+        thread (the API's loop nudges a sequencer that runs on a thread of its own)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to wake
+                loop.call_soon_threadsafe(self.wake.set)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep until ``stop`` is set, waking early when ``wake`` is set. With leases,
         each sweep first renews and rebalances them; at the end they are given back."""
+        self._loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
                 try:
@@ -284,8 +298,9 @@ class Sequencer:
             tiles.extend(tree.extend(leaves))
             cur = await conn.execute(
                 _MOVE,
-                {"tenant": tenant, "pos": positions, "first": positions[0],
-                 "last": positions[-1], "seq": seqs, "chain": chains},
+                {"tenant": tenant, "pos": bigint_array(positions), "first": positions[0],
+                 "last": positions[-1], "seq": bigint_array(seqs),
+                 "chain": bytea_array(chains)},
             )
             if cur.rowcount != len(rows):
                 raise RuntimeError(
@@ -353,6 +368,78 @@ class Sequencer:
                 "last_seen_at": seen[source][1].isoformat(),
             })
         await conn.execute(_SAVE_SOURCES, {"tenant": tenant, "rows": Jsonb(saved)})
+
+
+class SequencerThread:
+    """A sequencer on an event loop and a connection pool of its own, in a thread of the
+    process that serves the API (``trailseal serve``).
+
+    On the API's loop, each of a batch's dozen statements waited for whatever held the
+    loop when PostgreSQL answered, most often a request validating its batch (milliseconds
+    of Python): the sequencer's chain of transactions, the one serial part of ingest,
+    stood still meanwhile. On a thread of its own it waits at most the interpreter's
+    switch interval (5 ms) for its turn, and its statements run in PostgreSQL beside the
+    requests'. ``build`` makes the sequencer over the thread's pool, ``make_pool`` that
+    pool (unopened); both are called on the thread."""
+
+    def __init__(
+        self,
+        make_pool: Callable[[], AsyncConnectionPool],
+        build: Callable[[AsyncConnectionPool], Sequencer],
+    ) -> None:
+        self._make_pool = make_pool
+        self._build = build
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.sequencer: Sequencer | None = None
+        self._thread = threading.Thread(target=self._main, name="trailseal-sequencer",
+                                        daemon=True)
+
+    async def start(self) -> Sequencer:
+        """Start the thread; returns once its sequencer runs, or raises what stopped it."""
+        self._thread.start()
+        await asyncio.to_thread(self._ready.wait)
+        if self._failure is not None:
+            await asyncio.to_thread(self._thread.join)
+            raise self._failure
+        assert self.sequencer is not None
+        return self.sequencer
+
+    async def stop(self) -> None:
+        """Stop the sweeps (the batch in progress commits first) and wait for the thread."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has already ended
+                loop.call_soon_threadsafe(stop.set)
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join)
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            pool = self._make_pool()
+            await pool.open(wait=True)
+        except BaseException as exc:  # handed to start(), which raises it
+            self._failure = exc
+            self._ready.set()
+            return
+        try:
+            try:
+                self.sequencer = self._build(pool)
+            except BaseException as exc:
+                self._failure = exc
+                return
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await self.sequencer.run(self._stop)
+        finally:
+            self._ready.set()
+            await pool.close()
 
 
 async def _inbox_head(conn: AsyncConnection, tenant: str, limit: int) -> list[Any]:

@@ -16,6 +16,7 @@ from trailseal.alerts import HealthReader
 from trailseal.model import EventV1
 from trailseal.reading.tree import TileCache
 from trailseal.runtime import build_archiver, build_sequencer, build_warm
+from trailseal.sequencer import SequencerThread
 from trailseal.settings import Settings
 from trailseal.store import create_pool
 from trailseal.store.migrate import available
@@ -35,7 +36,7 @@ def create_app(
     clock: Callable[[], datetime] = ingest.now,
 ) -> FastAPI:
     """The API over ``database_url``; with ``settings.run_sequencer`` it also runs the
-    sequencer as a background task. ``clock`` tells the meta-audit which minute a log
+    sequencer, on a thread of its own. ``clock`` tells the meta-audit which minute a log
     read falls in (see ``trailseal.web.meta``)."""
     meta_audit = MetaAudit(clock)
 
@@ -48,10 +49,13 @@ def create_app(
         app.state.pool = pool
         app.state.metrics.open(HealthReader(pool, settings.metrics_cache_seconds), app.state)
         stop = asyncio.Event()
-        task = None
-        if settings.run_sequencer:
-            app.state.sequencer = build_sequencer(pool, settings)
-            task = asyncio.create_task(app.state.sequencer.run(stop))
+        sequencing = None
+        if settings.run_sequencer:  # on a thread of its own: see SequencerThread
+            sequencing = SequencerThread(
+                lambda: create_pool(database_url, min_size=1, max_size=2),
+                lambda own_pool: build_sequencer(own_pool, settings),
+            )
+            app.state.sequencer = await sequencing.start()
         archiver_task = None
         if settings.run_archiver:
             archiver_task = asyncio.create_task(build_archiver(settings).run(
@@ -65,8 +69,8 @@ def create_app(
             meta_stop.set()
             await meta_task  # the last minute's log-read tallies, while the pool is open
             stop.set()
-            if task is not None:
-                await task
+            if sequencing is not None:
+                await sequencing.stop()
             if archiver_task is not None:
                 await archiver_task
             await pool.close()

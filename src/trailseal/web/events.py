@@ -136,7 +136,7 @@ async def post_events(
     request.app.state.metrics.ingested.inc(len(result.accepted))
     sequencer = request.app.state.sequencer
     if sequencer is not None and result.accepted:
-        sequencer.wake.set()
+        sequencer.nudge()
     body = Accepted(accepted=result.accepted, duplicates=result.duplicates)
     if wait is None:
         return JSONResponse(body.model_dump(mode="json"), 202)
