@@ -22,7 +22,7 @@ from trailseal import ingest
 from trailseal.errors import ConfigurationError
 from trailseal.integrity import GENESIS_CHAIN_HASH, chain_hash, leaf_hash
 from trailseal.runtime import build_sequencer
-from trailseal.sequencer import _LOCK_CLASS, _MOVE, _inbox_head
+from trailseal.sequencer import _LOCK_CLASS, _MOVE, _head_and_inbox
 from trailseal.settings import Settings
 from trailseal.store import Role, create_pool, migrate, scoped
 from trailseal.web.app import create_app
@@ -211,7 +211,7 @@ def test_a_batch_is_read_and_moved_without_reading_the_backlog(database_url, sta
             async with await AsyncConnection.connect(url, autocommit=True) as conn:
                 async with scoped(conn, Role.SEQUENCER, tenant):
                     start = await (await conn.execute(fetched)).fetchone()
-                    rows = await _inbox_head(conn, tenant, batch)
+                    _, rows = await _head_and_inbox(conn, tenant, batch)
                     head = await (await conn.execute(fetched)).fetchone()
                     positions = [r[0] for r in rows]
                     assert positions == sorted(positions) and len(positions) == batch

@@ -39,7 +39,7 @@ from trailseal.integrity.hashing import chain_hashes
 from trailseal.integrity.notes import Signer
 from trailseal.integrity.tiles import FullTile, TreeState
 from trailseal.leases import Leases
-from trailseal.store import Role, scoped
+from trailseal.store import Role, scoped, scoped_query
 from trailseal.store.arrays import bigint_array, bytea_array
 from trailseal.witness import Witness
 
@@ -70,6 +70,18 @@ JOIN unnest(%(pos)b::bigint[], %(seq)b::bigint[], %(chain)b::bytea[])
      AS c(pos, seq, chain_hash) USING (pos)
 ORDER BY c.seq
 """
+
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))"
+
+_HEAD = (
+    "SELECT size, chain_hash, tree_size, edge FROM trailseal.log_heads"
+    " WHERE tenant = %s FOR UPDATE"
+)
+
+_INBOX_HEAD = (
+    "SELECT pos, leaf_hash, received_at, source, source_seq FROM trailseal.inbox"
+    " WHERE tenant = %s ORDER BY pos LIMIT %s"
+)
 
 _LOCK_SOURCES = """
 SELECT source, high_water, ahead, written_off, repeated FROM trailseal.sources
@@ -257,19 +269,16 @@ class Sequencer:
         self._months.update(_month(value) for value in at)
 
     async def _sequence_batch(self, conn: AsyncConnection, tenant: str) -> Batch | None:
-        async with scoped(conn, Role.SEQUENCER, tenant):
-            cur = await conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, tenant)
-            )
-            row = await cur.fetchone()
+        # Three round trips when nothing else is asked: the BEGIN, the scope and the
+        # advisory lock; the head and the batch; then the move with everything that
+        # follows from it, and the COMMIT. Each round trip is also a wait for the
+        # interpreter in a process that serves requests beside it.
+        async with scoped_query(conn, Role.SEQUENCER, _TRY_LOCK, (_LOCK_CLASS, tenant),
+                                tenant) as locked:
+            row = await locked.fetchone()
             if not row or not row[0]:
                 return None
-            cur = await conn.execute(
-                "SELECT size, chain_hash, tree_size, edge FROM trailseal.log_heads"
-                " WHERE tenant = %s FOR UPDATE",
-                (tenant,),
-            )
-            head = await cur.fetchone()
+            head, rows = await _head_and_inbox(conn, tenant, self.batch_size)
             if head is None:
                 await conn.execute(
                     "INSERT INTO trailseal.log_heads (tenant, size, chain_hash)"
@@ -280,47 +289,47 @@ class Sequencer:
             else:
                 size, previous = head[0], bytes(head[1])
                 tree = TreeState.from_bytes(head[2], bytes(head[3]))
-            rows = await _inbox_head(conn, tenant, self.batch_size)
             if not rows:
                 return Batch(tenant, size, 0)
-            missing = {_month(r[2]) for r in rows} - self._months
+            received = {r[2] for r in rows}  # one value per request: few
+            missing = {_month(at) for at in received} - self._months
             if missing:
                 raise _MissingPartitions(
-                    missing, [next(r[2] for r in rows if _month(r[2]) == m) for m in missing]
+                    missing, [next(at for at in received if _month(at) == m) for m in missing]
                 )
             tiles = await self._catch_up(conn, tenant, tree, size)
+            await self._track_sources(conn, tenant, rows)
             positions = [row[0] for row in rows]
-            seqs = list(range(size, size + len(rows)))
-            leaves = b"".join(bytes(row[1]) for row in rows)
+            leaves = b"".join([row[1] for row in rows])
             joined = chain_hashes(previous, leaves)
             chains = [joined[at : at + HASH_SIZE] for at in range(0, len(joined), HASH_SIZE)]
             previous = chains[-1]
             tiles.extend(tree.extend(leaves))
-            cur = await conn.execute(
-                _MOVE,
-                {"tenant": tenant, "pos": bigint_array(positions), "first": positions[0],
-                 "last": positions[-1], "seq": bigint_array(seqs),
-                 "chain": bytea_array(chains)},
-            )
-            if cur.rowcount != len(rows):
-                raise RuntimeError(
-                    f"sequencer moved {cur.rowcount} of {len(rows)} rows for {tenant!r}"
-                )
-            await self._track_sources(conn, tenant, rows)
-            if tiles:
-                await conn.execute(_INSERT_TILES, _tile_columns(tenant, tiles))
             root = tree.root()
             note = sign_checkpoint(Checkpoint(self.origin(tenant), tree.size, root), self.signer)
-            await conn.execute(
-                "INSERT INTO trailseal.checkpoints (tenant, size, root, note)"
-                " VALUES (%s, %s, %s, %s)",
-                (tenant, tree.size, root, note),
-            )
-            await conn.execute(
-                "UPDATE trailseal.log_heads SET size = %s, chain_hash = %s, tree_size = %s,"
-                " edge = %s, updated_at = now() WHERE tenant = %s",
-                (size + len(rows), previous, tree.size, tree.to_bytes(), tenant),
-            )
+            async with conn.pipeline():  # the rest of the batch in one round trip
+                moved = await conn.execute(
+                    _MOVE,
+                    {"tenant": tenant, "pos": bigint_array(positions), "first": positions[0],
+                     "last": positions[-1], "seq": bigint_array(range(size, size + len(rows))),
+                     "chain": bytea_array(chains)},
+                )
+                if tiles:
+                    await conn.execute(_INSERT_TILES, _tile_columns(tenant, tiles))
+                await conn.execute(
+                    "INSERT INTO trailseal.checkpoints (tenant, size, root, note)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (tenant, tree.size, root, note),
+                )
+                await conn.execute(
+                    "UPDATE trailseal.log_heads SET size = %s, chain_hash = %s, tree_size = %s,"
+                    " edge = %s, updated_at = now() WHERE tenant = %s",
+                    (size + len(rows), previous, tree.size, tree.to_bytes(), tenant),
+                )
+            if moved.rowcount != len(rows):  # before the COMMIT: a short move rolls back
+                raise RuntimeError(
+                    f"sequencer moved {moved.rowcount} of {len(rows)} rows for {tenant!r}"
+                )
         return Batch(tenant, size, len(rows), note)
 
     async def _catch_up(
@@ -442,21 +451,22 @@ class SequencerThread:
             await pool.close()
 
 
-async def _inbox_head(conn: AsyncConnection, tenant: str, limit: int) -> list[Any]:
-    """The first ``limit`` rows of ``tenant``'s inbox by position, read along the primary
-    key. The inbox's statistics are always out of date (rows arrive and leave all day);
+async def _head_and_inbox(
+    conn: AsyncConnection, tenant: str, limit: int
+) -> tuple[Any, list[Any]]:
+    """``tenant``'s log head (locked; None before its first batch) and the first
+    ``limit`` rows of its inbox by position, read along the primary key, in one round
+    trip. The inbox's statistics are always out of date (rows arrive and leave all day);
     planned for fewer rows than wait, "the first N by position" read the tenant's whole
     backlog and sorted it, so each batch cost more as the backlog grew. With sorting off
-    for this one statement, walking the primary key is the one plan left."""
-    async with conn.pipeline():  # the three statements in one round trip
+    for that one statement, walking the primary key is the one plan left. The rows come
+    in binary: the leaf hashes as their bytes."""
+    async with conn.pipeline():
+        head = await conn.execute(_HEAD, (tenant,))
         await conn.execute("SET LOCAL enable_sort = off")
-        cur = await conn.execute(
-            "SELECT pos, leaf_hash, received_at, source, source_seq FROM trailseal.inbox"
-            " WHERE tenant = %s ORDER BY pos LIMIT %s",
-            (tenant, limit),
-        )
+        inbox = await conn.execute(_INBOX_HEAD, (tenant, limit), binary=True)
         await conn.execute("SET LOCAL enable_sort TO DEFAULT")
-    return await cur.fetchall()
+    return await head.fetchone(), await inbox.fetchall()
 
 
 def _tile_columns(tenant: str, tiles: list[FullTile]) -> dict[str, object]:
