@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from psycopg import AsyncConnection
 
 from trailseal import ingest
@@ -280,6 +281,27 @@ async def _load(url: str, settings: Settings, tenant: str, count: int,
         writer.cancel()
         await pool.close()
     return rate
+
+
+class LogSizes:
+    """Polls a tenant's log size on one open connection (a connection per poll would
+    add a backend's start to PostgreSQL's CPU every time)."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = psycopg.connect(url, autocommit=True)
+
+    def size(self, tenant: str) -> int:
+        row = self.conn.execute(
+            "SELECT size FROM trailseal.log_heads WHERE tenant = %s", (tenant,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def wait(self, tenant: str, count: int) -> float:
+        while self.size(tenant) < count:
+            time.sleep(0.02)
+        return time.perf_counter()
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 async def log_size(url: str, tenant: str) -> int:

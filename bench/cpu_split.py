@@ -39,7 +39,6 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 if ROOT not in sys.path:  # run as a script: bench/ is on the path, its parent is not
     sys.path.insert(0, ROOT)
 
-import psycopg
 from bench import common, ingest_rate
 
 from trailseal.runtime import build_sequencer
@@ -98,27 +97,6 @@ def postmaster_pid(tmp: Path) -> int:
     return int((tmp / "pg" / "postmaster.pid").read_text().split()[0])
 
 
-class Sizes:
-    """Polls a tenant's log size on one open connection (a connection per poll would
-    add a backend's start to PostgreSQL's CPU every time)."""
-
-    def __init__(self, url: str) -> None:
-        self.conn = psycopg.connect(url, autocommit=True)
-
-    def size(self, tenant: str) -> int:
-        row = self.conn.execute(
-            "SELECT size FROM trailseal.log_heads WHERE tenant = %s", (tenant,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def wait(self, tenant: str, count: int) -> float:
-        while self.size(tenant) < count:
-            time.sleep(0.02)
-        return time.perf_counter()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def _clock() -> dict[str, float]:
     return {"wall": time.perf_counter(), "clients": time.process_time()}
 
@@ -137,7 +115,7 @@ def _serve(env: common.Env, port: int, settings: dict[str, str]) -> subprocess.P
 
 
 def _post(env: common.Env, settings: dict[str, str], port: int, tenant: str,
-          requests: list[bytes], until: Sizes | None, count: int,
+          requests: list[bytes], until: common.LogSizes | None, count: int,
           ) -> tuple[float, float, dict[str, float]]:
     """Post ``requests`` to a `trailseal serve` of its own with ``settings``; with
     ``until``, also wait until all ``count`` events are sequenced. Returns the seconds
@@ -157,7 +135,7 @@ def _post(env: common.Env, settings: dict[str, str], port: int, tenant: str,
     return posted - start["wall"], done - start["wall"], cpu
 
 
-def _combined(env: common.Env, sizes: Sizes, requests: list[bytes], count: int,
+def _combined(env: common.Env, sizes: common.LogSizes, requests: list[bytes], count: int,
               tenant: str, settings: dict[str, str]) -> dict[str, Any]:
     """Post and sequence in one `trailseal serve`."""
     posted, done, cpu = _post(env, settings, 19000 + os.getpid() % 500, tenant, requests,
@@ -211,7 +189,7 @@ def _copy(env: common.Env, tenant: str, count: int, round_: int) -> dict[str, An
 def measure(env: common.Env, count: int) -> list[dict[str, Any]]:
     """Each round's figures, per way of running."""
     requests = ingest_rate.bodies(count)
-    sizes = Sizes(env.url)
+    sizes = common.LogSizes(env.url)
     rounds = []
     try:
         for k in range(env.repeat):

@@ -15,7 +15,6 @@ hashing, no partitions). Interleaved --repeat times. Reproduce:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import threading
@@ -73,13 +72,12 @@ def _post_all(base: str, token: str, requests: list[bytes]) -> None:
         raise SystemExit(f"ingest failed: {failures[0]}")
 
 
-def _http_seconds(env: common.Env, tenant: str, requests: list[bytes], count: int) -> float:
+def _http_seconds(env: common.Env, sizes: common.LogSizes, tenant: str,
+                  requests: list[bytes], count: int) -> float:
     base, token = env.serve(), env.token(tenant)
     started = time.perf_counter()
     _post_all(base, token, requests)
-    while asyncio.run(common.log_size(env.url, tenant)) < count:
-        time.sleep(0.02)
-    return time.perf_counter() - started
+    return sizes.wait(tenant, count) - started
 
 
 def _dump(url: str, tenant: str, path: Path) -> None:
@@ -113,13 +111,17 @@ def measure(env: common.Env, count: int) -> dict[str, list[float]]:
     requests = bodies(count)
     rows = env.tmp / "ingest.copy"
     rates: dict[str, list[float]] = {"http": [], "loader": [], "copy": []}
-    for k in range(env.repeat):
-        tenant = f"ingest{k}"
-        rates["http"].append(count / _http_seconds(env, tenant, requests, count))
-        if k == 0:
-            _dump(env.url, tenant, rows)
-        rates["loader"].append(common.load(env.url, env.settings, f"direct{k}", count))
-        rates["copy"].append(count / _copy_seconds(env.url, rows, k))
+    sizes = common.LogSizes(env.url)
+    try:
+        for k in range(env.repeat):
+            tenant = f"ingest{k}"
+            rates["http"].append(count / _http_seconds(env, sizes, tenant, requests, count))
+            if k == 0:
+                _dump(env.url, tenant, rows)
+            rates["loader"].append(common.load(env.url, env.settings, f"direct{k}", count))
+            rates["copy"].append(count / _copy_seconds(env.url, rows, k))
+    finally:
+        sizes.close()
     return rates
 
 
