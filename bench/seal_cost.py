@@ -10,9 +10,13 @@ archiver (segments of `--segment` events, written to a local write-once folder):
   PostgreSQL (every process of the embedded cluster);
 - **an open segment**: `--sweeps` more sweeps, each finding only the open segment and
   sealing nothing: CPU per sweep, of each;
-- **zstd's level**: the first sealed file's columns written again at levels 3, 6 and 9
+- **zstd's level**: the first sealed file's columns written again at levels 3, 6, 9 and 19
   (`segments.write_parquet`, the archiver's own writer; the archiver uses
-  `segments.ZSTD_LEVEL`): CPU and bytes per event of each, the best of three writes.
+  `segments.ZSTD_LEVEL`): CPU and bytes per event of each, the best of three writes;
+- **reading a segment back**: the first sealed file's seq and canonical bytes read and
+  hashed into its leaf and chain hashes (`segments.read_rows`, as the check after
+  writing, `verify --archive` and a warm read's first touch of a segment do): CPU per
+  event, the best of three.
 
 No baseline: an analysis of one part of ingest's cost (which `bench/cpu_split.py`
 measures whole), run from each of two checkouts in turn to compare them
@@ -42,6 +46,7 @@ from psycopg import AsyncConnection
 from trailseal import ingest
 from trailseal.archive import segments
 from trailseal.archive.worm import LocalStore
+from trailseal.integrity import GENESIS_CHAIN_HASH
 from trailseal.runtime import build_archiver, build_sequencer
 from trailseal.store import create_pool
 from trailseal.tenants import create_tenant
@@ -92,6 +97,7 @@ async def _round(env: common.Env, tenant: str, segment: int, sweeps: int,
     first = sorted((folder / "warm" / tenant / "segments").glob("*.parquet"))[0]
     return {
         "zstd_levels": _levels(first.read_bytes()),
+        "read_back_us_per_event": _read_back(first, segment),
         "segments_sealed": sealed,
         "sealing_us_per_event": {"archiver": (own_sealed - own) / events * 1e6,
                                  "postgres": (pg_sealed - pg) / events * 1e6},
@@ -100,12 +106,24 @@ async def _round(env: common.Env, tenant: str, segment: int, sweeps: int,
     }
 
 
+def _read_back(path: Path, count: int) -> float:
+    """CPU µs per event of reading a segment's rows back with their hashes."""
+    cpu = []
+    for _ in range(3):
+        started = time.process_time()
+        rows = segments.read_rows(str(path), GENESIS_CHAIN_HASH)
+        cpu.append(time.process_time() - started)
+    if len(rows) != count:
+        raise SystemExit(f"{path.name} holds {len(rows)} events, not {count}")
+    return min(cpu) / count * 1e6
+
+
 def _levels(data: bytes) -> dict[str, dict[str, float]]:
     """CPU µs and bytes per event of writing a segment's columns at each zstd level."""
     columns = pq.read_table(io.BytesIO(data)).to_pydict()
     count = len(columns["seq"])
     found = {}
-    for level in (3, 6, 9):
+    for level in (3, 6, 9, 19):
         with patch.object(segments, "ZSTD_LEVEL", level):
             cpu = []
             for _ in range(3):
@@ -142,6 +160,8 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
         "segment_events": min(SEGMENT, max(size // 4, 2)),
         "medians": {part: {who: median(part, who) for who in ("archiver", "postgres")}
                     for part in ("sealing_us_per_event", "open_segment_ms_per_sweep")},
+        "read_back_us_per_event": round(statistics.median(
+            r["read_back_us_per_event"] for r in rounds), 3),
         "zstd_levels": {level: {k: round(statistics.median(
             r["zstd_levels"][level][k] for r in rounds), 2) for k in figures}
             for level, figures in rounds[0]["zstd_levels"].items()},

@@ -9,10 +9,11 @@ and sequences them with the real sequencer, then measures:
   canonical (RFC 8785) stored form;
 - PostgreSQL: the log's table and index bytes per event (``pg_total_relation_size`` of
   the month's partition, after VACUUM ANALYZE);
-- a segment as written by the archiver (10,000 events per file): canonical bytes, leaf and
-  chain hashes and the query columns, zstd, dictionary-encoded strings, one row group;
-  and, for comparison, the same file without what can be recomputed from the canonical
-  bytes (hashes, query columns).
+- a segment as written by the archiver (10,000 events per file): seq, canonical bytes and
+  the query columns, zstd, dictionary-encoded strings, one row group; and, for
+  comparison, the file as segments were first written (with the leaf and chain hashes as
+  columns too), and a file of only seq and the canonical bytes (the query columns can be
+  recomputed from them).
 
 Reproduce: `.venv/bin/python bench/segment_size.py --events 100000`.
 """
@@ -42,7 +43,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from trailseal import ingest
-from trailseal.archive.segments import COLUMNS, QUERY_COLUMNS, SCHEMA, write_parquet
+from trailseal.archive.segments import COLUMNS, QUERY_COLUMNS, SCHEMA, ZSTD_LEVEL, write_parquet
 from trailseal.ids import uuid7
 from trailseal.integrity.notes import Signer, generate_key
 from trailseal.sequencer import Sequencer
@@ -128,6 +129,22 @@ async def measure(url: str) -> tuple[int, int, list[dict[str, Any]]]:
     return int(total), len(rows), rows
 
 
+def with_hashes(rows: list[dict[str, Any]]) -> bytes:
+    """A segment as first written: the archiver's columns and the leaf and chain hashes
+    (which the canonical bytes and the manifest's chain_before determine)."""
+    table = pa.Table.from_pydict(
+        {name: [r[name] for r in rows] for name in COLUMNS}, schema=SCHEMA)
+    table = table.add_column(2, "leaf_hash", pa.array([bytes(r["leaf_hash"]) for r in rows],
+                                                      pa.binary(32)))
+    table = table.add_column(3, "chain_hash", pa.array([bytes(r["chain_hash"]) for r in rows],
+                                                       pa.binary(32)))
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd", compression_level=ZSTD_LEVEL,
+                   use_dictionary=[n for n in QUERY_COLUMNS if n != "id"],
+                   row_group_size=len(rows), write_statistics=True)
+    return out.getvalue()
+
+
 def canonical_only(rows: list[dict[str, Any]]) -> bytes:
     """A segment of just seq and the canonical bytes (hashes and query columns can be
     recomputed from these)."""
@@ -135,7 +152,7 @@ def canonical_only(rows: list[dict[str, Any]]) -> bytes:
         {"seq": [r["seq"] for r in rows], "canonical": [bytes(r["canonical"]) for r in rows]},
         schema=pa.schema([("seq", pa.int64()), ("canonical", pa.binary())]))
     out = io.BytesIO()
-    pq.write_table(table, out, compression="zstd", compression_level=9,
+    pq.write_table(table, out, compression="zstd", compression_level=ZSTD_LEVEL,
                    row_group_size=len(rows))
     return out.getvalue()
 
@@ -144,7 +161,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
-    assert set(COLUMNS) >= set(QUERY_COLUMNS) and SCHEMA is not None
     events = make_events(args.events)
     raw = sum(len(json.dumps(e, separators=(",", ":"))) for e in events)
     signer = Signer.from_key(generate_key("bench.test/trailseal")[0])
@@ -161,10 +177,17 @@ def main() -> None:
         pg_bytes, count, rows = asyncio.run(measure(url))
         embedded.stop(Path(folder))
     canonical = sum(len(bytes(r["canonical"])) for r in rows)
-    full = slim = 0
+    full = hashed = slim = 0
+    by_column = dict.fromkeys(COLUMNS, 0)
     for i in range(0, count, SEGMENT):
         chunk = rows[i : i + SEGMENT]
-        full += len(write_parquet({name: [r[name] for r in chunk] for name in COLUMNS}))
+        data = write_parquet({name: [r[name] for r in chunk] for name in COLUMNS})
+        full += len(data)
+        group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            by_column[column.path_in_schema] += column.total_compressed_size
+        hashed += len(with_hashes(chunk))
         slim += len(canonical_only(chunk))
     result = {
         "events": count,
@@ -174,6 +197,10 @@ def main() -> None:
         "postgresql_bytes_per_event": round(pg_bytes / count, 1),
         "segment_bytes_per_event": round(full / count, 1),
         "segment_ratio_to_raw": round(full / raw, 3),
+        "segment_column_bytes_per_event": {
+            name: round(size / count, 2) for name, size in by_column.items()},
+        "with_hashes_segment_bytes_per_event": round(hashed / count, 1),
+        "with_hashes_ratio_to_raw": round(hashed / raw, 3),
         "canonical_only_segment_bytes_per_event": round(slim / count, 1),
         "canonical_only_ratio_to_raw": round(slim / raw, 3),
         "goal_ratio": GOAL,

@@ -145,7 +145,8 @@ def test_seal_cost_counts_sealing_and_open_sweeps() -> None:
     for part in ("sealing_us_per_event", "open_segment_ms_per_sweep"):
         assert set(found["medians"][part]) == {"archiver", "postgres"}
     assert found["medians"]["sealing_us_per_event"]["archiver"] > 0
-    assert set(found["zstd_levels"]) == {"3", "6", "9"}
+    assert set(found["zstd_levels"]) == {"3", "6", "9", "19"}
+    assert found["read_back_us_per_event"] > 0
     assert all(v["bytes_per_event"] > 0 for v in found["zstd_levels"].values())
 
 

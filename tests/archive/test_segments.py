@@ -114,6 +114,7 @@ def test_the_file_and_manifest_are_written_once_and_signed(own_database, signer,
     rows = check_file(store.get(key), manifest)
     assert [r[0] for r in rows] == list(range(10))
     assert manifest.merkle_root == range_root([r[2] for r in rows]).hex()
+    assert manifest.chain_last == rows[-1][3].hex()
     # The checkpoint it falls under is signed, covers the range, and is in the store too.
     stored = store.get(checkpoint_name("acme", manifest.checkpoint_size)).decode()
     checkpoint = open_checkpoint(stored, [signer.verifier()],
@@ -140,48 +141,78 @@ def test_a_manifest_by_another_key_or_a_changed_file_is_refused(own_database, si
         check_file(bytes(data), manifest)
 
 
-def test_a_file_signed_over_tampered_events_names_the_first_bad_one(own_database, signer,
+def test_the_file_holds_no_hashes_and_the_check_recomputes_them(own_database, signer,
                                                                    store, clock):
-    # A manifest that matches its file (SHA-256, Merkle root and last chain hash taken
-    # from the file itself), over events whose bytes or chain were changed: the check
-    # recomputes every hash and names the first event that does not hold.
+    # The file holds seq, the canonical bytes and the query columns; the hashes the
+    # check returns are computed from the bytes and the manifest's chain_before, and
+    # match the log's.
+    run(fill(own_database, signer, "acme", 10, clock()))
+    run(seal(own_database, archiver(store, signer, clock), "acme"))
+    [(_, _, key, note)] = _segments(own_database, "acme")
+    manifest = open_manifest(note, [signer.verifier()])
+    data = store.get(key)
+    assert pq.read_schema(io.BytesIO(data)).names == list(segments.COLUMNS)
+    with psycopg.connect(own_database) as conn:
+        logged = conn.execute(
+            "SELECT seq, canonical, leaf_hash, chain_hash FROM trailseal.events"
+            " WHERE tenant = 'acme' ORDER BY seq").fetchall()
+    assert check_file(data, manifest) == [(s, bytes(c), bytes(lh), bytes(ch))
+                                          for s, c, lh, ch in logged]
+
+
+def test_a_file_signed_over_tampered_events_is_refused(own_database, signer, store, clock):
+    # A manifest that matches its file's SHA-256, over events whose bytes or seqs were
+    # changed after their root and chain were taken: the check recomputes every hash.
     run(fill(own_database, signer, "acme", 10, clock()))
     run(seal(own_database, archiver(store, signer, clock), "acme"))
     [(_, _, key, note)] = _segments(own_database, "acme")
     manifest = open_manifest(note, [signer.verifier()])
     columns = pq.read_table(io.BytesIO(store.get(key))).to_pydict()
 
-    def sealed_over(changed: dict[str, list[Any]]) -> Sealed:
-        return segments.seal("acme", {**columns, **changed},
-                             chain_before=bytes.fromhex(manifest.chain_before),
-                             checkpoint=(manifest.checkpoint_size,
-                                         bytes.fromhex(manifest.checkpoint_root)),
-                             retain_until=clock.now, created_at=clock.now, signer=signer)
+    def resigned(changed: dict[str, list[Any]]) -> tuple[bytes, segments.Manifest]:
+        data = segments.write_parquet({**columns, **changed})
+        return data, replace(manifest, sha256=hashlib.sha256(data).hexdigest())
 
-    untouched = sealed_over({})
-    assert [r[0] for r in check_file(untouched.data, untouched.manifest)] == list(range(10))
+    assert [r[0] for r in check_file(*resigned({}))] == list(range(10))
     canonical = list(columns["canonical"])
     canonical[3] = canonical[3].replace(b'"acme"', b'"acne"')
-    bad = sealed_over({"canonical": canonical})
-    with pytest.raises(SegmentError, match="leaf hash of seq 3 does not match"):
-        check_file(bad.data, bad.manifest)
-    chains = list(columns["chain_hash"])
-    chains[6] = bytes(32)
-    bad = sealed_over({"chain_hash": chains})
-    with pytest.raises(SegmentError, match="chain hash of seq 6 does not follow"):
-        check_file(bad.data, bad.manifest)
-    later = [seq + 1 for seq in columns["seq"]]
-    bad = sealed_over({"seq": later})
-    bad = Sealed(bad.data, replace(bad.manifest, first_seq=0, last_seq=9), bad.note)
+    with pytest.raises(SegmentError, match="Merkle root"):
+        check_file(*resigned({"canonical": canonical}))
     with pytest.raises(SegmentError, match="seqs differ"):
-        check_file(bad.data, bad.manifest)
-    # A file written with another schema, whose hashes need not be 32 bytes.
-    short = {**columns, "leaf_hash": [h[:31] for h in columns["leaf_hash"]]}
+        check_file(*resigned({"seq": [seq + 1 for seq in columns["seq"]]}))
+    # Chained from another hash than the one before the range: the last chain differs.
+    data, _ = resigned({})
+    other = replace(manifest, sha256=hashlib.sha256(data).hexdigest(),
+                    chain_before=bytes(range(32)).hex())
+    with pytest.raises(SegmentError, match="do not chain"):
+        check_file(data, other)
+    with pytest.raises(SegmentError, match="chain_before is not a hash"):
+        check_file(data, replace(other, chain_before="00"))
+    # Not a segment at all: a Parquet file without the canonical bytes.
     out = io.BytesIO()
-    pq.write_table(pa.Table.from_pydict(short), out)
-    data = out.getvalue()
-    with pytest.raises(SegmentError, match="not all 32 bytes"):
-        check_file(data, replace(manifest, sha256=hashlib.sha256(data).hexdigest()))
+    pq.write_table(pa.table({"seq": columns["seq"]}), out)
+    with pytest.raises(SegmentError, match="not a readable segment file"):
+        check_file(out.getvalue(), replace(manifest,
+                                           sha256=hashlib.sha256(out.getvalue()).hexdigest()))
+
+
+def test_a_segment_written_with_hash_columns_reads_the_same(own_database, signer, store,
+                                                             clock):
+    # Segments were once written with leaf_hash and chain_hash columns beside the
+    # canonical bytes. The check reads only seq and the bytes (the signed SHA-256 covers
+    # the rest), so such a file verifies as it did.
+    run(fill(own_database, signer, "acme", 10, clock()))
+    run(seal(own_database, archiver(store, signer, clock), "acme"))
+    [(_, _, key, note)] = _segments(own_database, "acme")
+    manifest = open_manifest(note, [signer.verifier()])
+    rows = check_file(store.get(key), manifest)
+    table = pq.read_table(io.BytesIO(store.get(key)))
+    table = table.add_column(2, "leaf_hash", pa.array([r[2] for r in rows], pa.binary(32)))
+    table = table.add_column(3, "chain_hash", pa.array([r[3] for r in rows], pa.binary(32)))
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd")
+    older = out.getvalue()
+    assert check_file(older, replace(manifest, sha256=hashlib.sha256(older).hexdigest())) == rows
 
 
 def test_segments_are_append_only_and_contiguous(own_database, signer, store, clock):

@@ -59,9 +59,10 @@ async def _state(url, warm, at):
         return await state_at(conn, "acme", "document", "d_2", at, warm=warm)
 
 
-def _fill_and_move(url, signer, store, clock):
-    """Twelve events of acme: ten sealed in a month that is then dropped, two hot in a
-    later month. Returns the later time (the clock is left there)."""
+def _fill_and_move(url, signer, store, clock, max_events=10):
+    """Twelve events of acme: ten sealed (in segments of ``max_events``) in a month that
+    is then dropped, two hot in a later month. Returns the later time (the clock is left
+    there)."""
     run(fill(url, signer, "acme", 5, clock(), target={"type": "document", "id": "d_1"},
              context={"ip": "10.1.2.3"}))
     run(fill(url, signer, "acme", 5, clock(), action="user.role.updated",
@@ -71,7 +72,7 @@ def _fill_and_move(url, signer, store, clock):
     later = month_end(clock.now) + timedelta(days=100)
     run(fill(url, signer, "acme", 2, later, target={"type": "document", "id": "d_2"},
              context={"ip": "10.1.9.9"}))
-    run(seal(url, archiver(store, signer, clock, max_events=10), "acme"))
+    run(seal(url, archiver(store, signer, clock, max_events=max_events), "acme"))
     return later
 
 
@@ -130,8 +131,32 @@ def test_queries_read_warm_segments_with_the_same_results(own_database, moved):
 
 
 def test_an_export_reads_warm_segments_with_the_same_bytes(own_database, moved):
+    # The NDJSON export holds each event's leaf and chain hashes: a segment holds none,
+    # and the warm reader computes them.
     _, exported, warm, _ = moved
+    assert b'"chain_hash":"' in exported
     assert run(_export(own_database, warm)) == exported
+
+
+def test_warm_hashes_chain_across_segments(own_database, signer, store, clock, tmp_path):
+    # Ten events sealed in segments of four (0-3, 4-7, 8-9): each segment's chain starts
+    # from the hash recorded before it, read in any order and through the kept chains.
+    later = _fill_and_move(own_database, signer, store, clock, max_events=4)
+    exported = run(_export(own_database, None))
+    expected = {order: run(_pages(own_database, EventFilter(), order, None))
+                for order in ("asc", "desc")}
+    clock.now = later
+    assert run(retention(own_database, store, clock)).dropped
+    warm = Warm(store, tmp_path / "cache")
+    for _ in range(2):  # the second time from the chains kept
+        assert run(_export(own_database, warm)) == exported
+    for order in ("asc", "desc"):
+        assert run(_pages(own_database, EventFilter(), order, warm, limit=3)) == expected[order]
+    with psycopg.connect(own_database) as conn:
+        firsts = [r[0] for r in conn.execute(
+            "SELECT first_seq FROM trailseal.segment_events WHERE kind = 'dropped'"
+            " ORDER BY 1").fetchall()]
+    assert firsts == [0, 4, 8]
 
 
 @pytest.fixture

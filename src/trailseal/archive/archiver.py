@@ -50,7 +50,7 @@ _LOCK_CLASS = 0x7365_616C  # advisory lock namespace for sealing ("seal")
 
 # A segment's values, in the order of segments.COLUMNS.
 _ROWS = """
-SELECT seq, canonical, leaf_hash, chain_hash, id::text, occurred_at, received_at, actor_type,
+SELECT seq, canonical, id::text, occurred_at, received_at, actor_type,
        actor_id, actor_name, action, target_type, target_id, target_name, outcome,
        host(ip) AS ip, request_id, correlation_id, service
 FROM trailseal.events WHERE tenant = %s AND seq >= %s AND seq < %s ORDER BY seq LIMIT %s
@@ -334,7 +334,8 @@ class Archiver:
 
     async def verify_segment(self, conn: AsyncConnection, tenant: str, m: Manifest) -> bool:
         """Read the segment back from the store, check it against its manifest and the
-        log's leaf hashes, and record it as verified; False (logged) if it differs."""
+        log's leaf and chain hashes, and record it as verified; False (logged) if it
+        differs."""
         try:
             rows = await asyncio.to_thread(lambda: check_file(self.store.get(m.file), m))
         except (WormError, SegmentError, OSError) as exc:
@@ -342,10 +343,10 @@ class Archiver:
             return False
         async with scoped(conn, Role.ARCHIVER, tenant):
             cur = await conn.execute(
-                "SELECT leaf_hash FROM trailseal.events WHERE tenant = %s"
+                "SELECT leaf_hash, chain_hash FROM trailseal.events WHERE tenant = %s"
                 " AND seq BETWEEN %s AND %s ORDER BY seq", (tenant, m.first_seq, m.last_seq))
-            logged = [bytes(r[0]) for r in await cur.fetchall()]
-            if logged != [r[2] for r in rows]:
+            logged = [(bytes(r[0]), bytes(r[1])) for r in await cur.fetchall()]
+            if logged != [(r[2], r[3]) for r in rows]:
                 log.error("segment %s of %s differs from the log", m.first_seq, tenant)
                 return False
             await conn.execute(

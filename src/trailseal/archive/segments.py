@@ -1,10 +1,12 @@
 """A segment: a contiguous seq range of one tenant's log as one Parquet file, and its
 manifest, a C2SP signed note.
 
-The file has one row per event: its seq, canonical bytes, leaf and chain hashes, and the
-query columns of ``trailseal.events`` (so DuckDB can filter warm segments as PostgreSQL
-filters hot rows). It is compressed with zstd, strings dictionary-encoded, and written as
-one row group, which is what compresses a segment best.
+The file has one row per event: its seq, canonical bytes and the query columns of
+``trailseal.events`` (so DuckDB can filter warm segments as PostgreSQL filters hot rows).
+It is compressed with zstd, strings dictionary-encoded, and written as one row group,
+which is what compresses a segment best. The leaf and chain hashes are not stored: they
+follow from the canonical bytes and the chain hash before the range, and 64 bytes of
+hash per event would be two fifths of the file.
 
 The manifest names the tenant, the seq range, the file's SHA-256 and size, the RFC 6962
 root of the range's leaves taken as a tree of their own, the chain hashes before and at
@@ -26,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trailseal.integrity.hashing import HASH_SIZE, chain_hashes, leaf_hash, leaf_hashes
+from trailseal.integrity.hashing import HASH_SIZE, chain_hashes, leaf_hashes
 from trailseal.integrity.notes import Signer, Verifier, open_note
 from trailseal.integrity.tiles import subtree_root
 
@@ -38,14 +40,12 @@ QUERY_COLUMNS = (
     "target_type", "target_id", "target_name", "outcome", "ip", "request_id",
     "correlation_id", "service",
 )
-COLUMNS = ("seq", "canonical", "leaf_hash", "chain_hash", *QUERY_COLUMNS)
+COLUMNS = ("seq", "canonical", *QUERY_COLUMNS)
 
 _TIME = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema([
     ("seq", pa.int64()),
     ("canonical", pa.binary()),
-    ("leaf_hash", pa.binary(32)),
-    ("chain_hash", pa.binary(32)),
     ("id", pa.string()),
     ("occurred_at", _TIME),
     ("received_at", _TIME),
@@ -69,8 +69,8 @@ def manifest_key(key: str) -> str:
 
 Columns = Mapping[str, Sequence[Any]]
 """A segment's events column by column, under the names of :data:`COLUMNS`: ``seq``
-ints, ``canonical``, ``leaf_hash`` and ``chain_hash`` bytes, times as datetimes, ``id``,
-``ip`` and the other query columns as strings (or None)."""
+ints, ``canonical`` bytes, times as datetimes, ``id``, ``ip`` and the other query columns
+as strings (or None)."""
 
 
 def columns_of(rows: Iterable[Sequence[Any]]) -> dict[str, list[Any]]:
@@ -93,18 +93,30 @@ def write_parquet(columns: Columns) -> bytes:
     return out.getvalue()
 
 
-def read_rows(data: bytes, start: int | None = None,
-              end: int | None = None) -> list[tuple[int, bytes, bytes, bytes]]:
-    """(seq, canonical, leaf_hash, chain_hash) of the file's rows with start <= seq <
-    end, in seq order: the rows ``trailseal verify`` reads."""
-    table = pq.read_table(io.BytesIO(data), columns=["seq", "canonical", "leaf_hash",
-                                                     "chain_hash"])
-    seqs = table.column("seq").to_pylist()
-    picked = [i for i, s in enumerate(seqs)
-              if (start is None or s >= start) and (end is None or s < end)]
-    canon, leaves, chains = (table.column(n).to_pylist() for n in
-                             ("canonical", "leaf_hash", "chain_hash"))
-    return [(seqs[i], canon[i], leaves[i], chains[i]) for i in picked]
+Row = tuple[int, bytes, bytes, bytes]
+"""An event of a segment as ``trailseal verify`` reads it: seq, canonical bytes, and the
+leaf and chain hashes computed from them."""
+
+
+def hashed_rows(seqs: Sequence[int], canonical: Sequence[bytes],
+                chain_before: bytes) -> list[Row]:
+    """The rows of a range's seqs and canonical bytes, with their leaf hashes and their
+    chain from ``chain_before``."""
+    leaves = leaf_hashes(canonical)
+    chains = chain_hashes(chain_before, leaves)
+    return [(seq, data, leaves[i * HASH_SIZE:(i + 1) * HASH_SIZE],
+             chains[i * HASH_SIZE:(i + 1) * HASH_SIZE])
+            for i, (seq, data) in enumerate(zip(seqs, canonical, strict=True))]
+
+
+def read_rows(data: bytes | str, chain_before: bytes) -> list[Row]:
+    """The file's events (bytes, or the path of a file) in seq order, hashed from
+    ``chain_before``. Only seq and the canonical bytes are read: a file written with the
+    hashes as columns too, as segments once were, reads the same."""
+    table = pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else data,
+                          columns=["seq", "canonical"])
+    return hashed_rows(table.column("seq").to_pylist(), table.column("canonical").to_pylist(),
+                       chain_before)
 
 
 @dataclass(frozen=True)
@@ -182,20 +194,22 @@ def seal(
     created_at: datetime,
     signer: Signer,
 ) -> Sealed:
-    """Build the segment of the events in ``columns`` (contiguous, in seq order, already
-    checked against the log by the caller) and sign its manifest."""
+    """Build the segment of the events in ``columns`` (contiguous, in seq order; the
+    caller checks the file's hashes against the log's, :func:`check_file`) and sign its
+    manifest."""
     seqs = columns["seq"]
     if not seqs:
         raise SegmentError("a segment holds at least one event")
     first, last = seqs[0], seqs[-1]
     data = write_parquet(columns)
+    rows = hashed_rows(seqs, columns["canonical"], chain_before)
     received, occurred = columns["received_at"], columns["occurred_at"]
     manifest = Manifest(
         tenant=tenant, first_seq=first, last_seq=last, count=len(seqs),
         file=object_key(tenant, first, last), sha256=hashlib.sha256(data).hexdigest(),
         bytes=len(data),
-        merkle_root=range_root(columns["leaf_hash"]).hex(),
-        chain_before=chain_before.hex(), chain_last=columns["chain_hash"][-1].hex(),
+        merkle_root=range_root([r[2] for r in rows]).hex(),
+        chain_before=chain_before.hex(), chain_last=rows[-1][3].hex(),
         checkpoint_size=checkpoint[0], checkpoint_root=checkpoint[1].hex(),
         min_received_at=_iso(min(received)), max_received_at=_iso(max(received)),
         min_occurred_at=_iso(min(occurred)), max_occurred_at=_iso(max(occurred)),
@@ -204,38 +218,28 @@ def seal(
     return Sealed(data, manifest, sign_manifest(manifest, signer))
 
 
-def check_file(data: bytes, manifest: Manifest) -> list[tuple[int, bytes, bytes, bytes]]:
-    """Check a segment file against its manifest: SHA-256, seq range, leaf hashes of the
-    canonical bytes, the hash chain from ``chain_before``, and the range's Merkle root.
-    Returns its rows for ``trailseal verify``; ``SegmentError`` says what is wrong."""
+def check_file(data: bytes, manifest: Manifest) -> list[Row]:
+    """Check a segment file against its manifest: SHA-256, seq range, and the leaf hashes
+    of its canonical bytes, chained from ``chain_before``, against the manifest's Merkle
+    root and last chain hash. Returns its rows for ``trailseal verify``; ``SegmentError``
+    says what is wrong."""
     if hashlib.sha256(data).hexdigest() != manifest.sha256:
         raise SegmentError("the file's SHA-256 differs from its manifest")
-    try:
-        rows = read_rows(data)
-    except (pa.ArrowException, OSError) as exc:
-        raise SegmentError(f"not a readable Parquet file: {exc}") from None
-    seqs = [r[0] for r in rows]
-    if not seqs or seqs != list(range(manifest.first_seq, manifest.last_seq + 1)):
-        raise SegmentError("the file's seqs differ from the manifest's range")
     try:
         before = bytes.fromhex(manifest.chain_before)
     except ValueError:
         before = b""
     if len(before) != HASH_SIZE:
         raise SegmentError("the manifest's chain_before is not a hash")
-    leaves, chains = [r[2] for r in rows], [r[3] for r in rows]
-    if {len(h) for h in leaves} | {len(h) for h in chains} != {HASH_SIZE}:
-        raise SegmentError(f"the file's hashes are not all {HASH_SIZE} bytes")
-    # The whole range's hashes in one call each; where one differs, it is named.
-    stored_leaves = b"".join(leaves)
-    if leaf_hashes([r[1] for r in rows]) != stored_leaves:
-        seq = next(s for s, canonical, leaf, _ in rows if leaf_hash(canonical) != leaf)
-        raise SegmentError(f"the leaf hash of seq {seq} does not match its bytes")
-    computed = chain_hashes(before, stored_leaves)
-    if computed != b"".join(chains):
-        at = next(i for i, chain in enumerate(chains)
-                  if computed[i * HASH_SIZE:(i + 1) * HASH_SIZE] != chain)
-        raise SegmentError(f"the chain hash of seq {seqs[at]} does not follow")
-    if chains[-1].hex() != manifest.chain_last or range_root(leaves).hex() != manifest.merkle_root:
-        raise SegmentError("the file's chain or Merkle root differs from its manifest")
+    try:
+        rows = read_rows(data, before)
+    except (pa.ArrowException, OSError, TypeError) as exc:
+        raise SegmentError(f"not a readable segment file: {exc}") from None
+    seqs = [r[0] for r in rows]
+    if not seqs or seqs != list(range(manifest.first_seq, manifest.last_seq + 1)):
+        raise SegmentError("the file's seqs differ from the manifest's range")
+    if range_root([r[2] for r in rows]).hex() != manifest.merkle_root:
+        raise SegmentError("the file's events differ from the manifest's Merkle root")
+    if rows[-1][3].hex() != manifest.chain_last:
+        raise SegmentError("the file's events do not chain to the manifest's last hash")
     return rows
