@@ -152,6 +152,12 @@ def test_the_file_holds_no_hashes_and_the_check_recomputes_them(own_database, si
     manifest = open_manifest(note, [signer.verifier()])
     data = store.get(key)
     assert pq.read_schema(io.BytesIO(data)).names == list(segments.COLUMNS)
+    group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: group.column(i).encodings
+                 for i in range(group.num_columns)}
+    assert "DELTA_BINARY_PACKED" in encodings["seq"]
+    assert "DELTA_BYTE_ARRAY" in encodings["id"]
+    assert "RLE_DICTIONARY" in encodings["action"]
     with psycopg.connect(own_database) as conn:
         logged = conn.execute(
             "SELECT seq, canonical, leaf_hash, chain_hash FROM trailseal.events"

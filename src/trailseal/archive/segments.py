@@ -3,10 +3,10 @@ manifest, a C2SP signed note.
 
 The file has one row per event: its seq, canonical bytes and the query columns of
 ``trailseal.events`` (so DuckDB can filter warm segments as PostgreSQL filters hot rows).
-It is compressed with zstd, strings dictionary-encoded, and written as one row group,
-which is what compresses a segment best. The leaf and chain hashes are not stored: they
-follow from the canonical bytes and the chain hash before the range, and 64 bytes of
-hash per event would be two fifths of the file.
+It is compressed with zstd, strings dictionary-encoded (seq and the event id by their
+deltas), and written as one row group, which is what compresses a segment best. The leaf
+and chain hashes are not stored: they follow from the canonical bytes and the chain hash
+before the range, and 64 bytes of hash per event would be two fifths of the file.
 
 The manifest names the tenant, the seq range, the file's SHA-256 and size, the RFC 6962
 root of the range's leaves taken as a tree of their own, the chain hashes before and at
@@ -53,6 +53,11 @@ SCHEMA = pa.schema([
 ])
 
 
+ENCODINGS = {"seq": "DELTA_BINARY_PACKED", "id": "DELTA_BYTE_ARRAY"}
+"""The columns not dictionary-encoded that compress better by their deltas: seqs count up
+by one, and UUIDv7 ids in seq order share their leading time digits."""
+
+
 class SegmentError(ValueError):
     """A segment file or manifest that is not what it should be."""
 
@@ -88,6 +93,7 @@ def write_parquet(columns: Columns) -> bytes:
     pq.write_table(
         table, out, compression="zstd", compression_level=ZSTD_LEVEL,
         use_dictionary=[n for n in QUERY_COLUMNS if n != "id"],
+        column_encoding=ENCODINGS,
         row_group_size=max(table.num_rows, 1), write_statistics=True,
     )
     return out.getvalue()
