@@ -1,10 +1,14 @@
 """Time of `AuditClient.record()` on the caller's thread: p50, p99, p99.9.
 
-Measures: the wall time of each record() call (build the event, redact, spool it with
-os.write), over N calls, in two runs: with the sender idle (the service unreachable, so
-the background thread mostly sleeps in backoff) and with the sender delivering to a live
-service (`trailseal serve` on the same PostgreSQL), where the sender thread competes for
-the GIL. Goal: p99 <= 20 us. Baseline (in `bench/run.py`, same run, same PostgreSQL): the
+Measures: the wall time of each record() call (build the event, redact, write it into
+the spool's mapped segment), over N calls, in two runs: with the sender idle (the service
+unreachable, so the background thread mostly sleeps in backoff) and with the sender
+delivering to a live service (`trailseal serve` on the same PostgreSQL), where the sender
+thread competes for the GIL. Beside them, a control: the same percentiles of a fixed
+piece of pure Python (`control`: sorted-key JSON and a SHA-256 of a small event, no I/O,
+no other thread), timed the same way in the same run, so a tail that comes from the
+machine (other processes, the hypervisor) shows in the control's p99 over its p50 as
+well. Goal: p99 <= 20 us. Baseline (in `bench/run.py`, same run, same PostgreSQL): the
 time django-auditlog adds to a model's save() (bench/auditlog_baseline.py). Reproduce:
 `.venv/bin/python bench/record_latency.py --events 50000`.
 """
@@ -12,6 +16,7 @@ time django-auditlog adds to a model's save() (bench/auditlog_baseline.py). Repr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import subprocess
@@ -44,6 +49,24 @@ def _percentiles(samples: list[int]) -> dict[str, float]:
     pick = lambda q: common.percentile(samples, q) / 1000  # noqa: E731
     return {"p50_us": pick(0.50), "p99_us": pick(0.99), "p999_us": pick(0.999),
             "max_us": max(samples) / 1000}
+
+
+_CONTROL_EVENT = {"action": "user.role.updated", "actor": {"type": "user", "id": "7"},
+                  "target": {"type": "user", "id": "42"},
+                  "changes": {"role": {"before": "viewer", "after": "editor"}},
+                  "metadata": {"reason": "quarterly review"}}
+
+
+def control(calls: int) -> dict[str, float]:
+    """The percentiles of a fixed piece of pure Python timed ``calls`` times, as
+    :func:`measure` times record(): what the machine's own jitter does to a tail."""
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(calls):
+        start = clock()
+        hashlib.sha256(json.dumps(_CONTROL_EVENT, sort_keys=True).encode()).digest()
+        samples.append(clock() - start)
+    return _percentiles(samples)
 
 
 def measure(url: str, token: str, spool: Path, events: int, deliver: bool) -> dict[str, Any]:
@@ -84,8 +107,10 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
     base, token = env.serve(), env.token(tenant)
     missing = auditlog_baseline.missing()
     saves = max(400, size // 4)
-    rounds: dict[str, list[dict[str, Any]]] = {"idle": [], "live": [], "auditlog": []}
+    rounds: dict[str, list[dict[str, Any]]] = {"idle": [], "live": [], "auditlog": [],
+                                               "control": []}
     for k in range(env.repeat):
+        rounds["control"].append(control(size))
         rounds["idle"].append(measure("http://127.0.0.1:9", "tsk_none",
                                       env.tmp / f"spool-idle-{k}", size, deliver=False))
         rounds["live"].append(measure(base, token, env.tmp / f"spool-live-{k}", size,
@@ -103,6 +128,8 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
         "record_p50_us_sender_idle": series("idle", "p50_us"),
         "record_p999_us_sender_live": series("live", "p999_us"),
         "delivered": all(r["delivered"] for r in rounds["live"]),
+        "control_p50_us": series("control", "p50_us"),
+        "control_p99_us": series("control", "p99_us"),
     }
     baselines: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
@@ -139,7 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
-    out: dict[str, object] = {"events": args.events}
+    out: dict[str, object] = {"events": args.events, "control": control(args.events)}
     with tempfile.TemporaryDirectory() as tmp:
         out["sender_idle"] = measure("http://127.0.0.1:9", "tsk_none", Path(tmp, "idle"),
                                      args.events, deliver=False)

@@ -61,6 +61,8 @@ def test_every_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
         assert "matplotlib" in results["plots_skipped"]
     assert not found["storage"]["segment"]["measured"] or found["storage"]["segment"][
         "bytes_per_event"] > 0
+    control = found["record"]["control_p99_us"]
+    assert 0 < found["record"]["control_p50_us"]["median"] <= control["median"]
 
 
 def test_ab_runs_a_checkout_against_itself(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from trailseal import ingest
-from trailseal.ids import uuid7
+from trailseal.ids import uuid7, uuid7_text
 from trailseal.model import EventV1, _valid_ip, format_time, quick_event, stored_document
 
 
@@ -18,6 +18,17 @@ def test_uuid7_layout():
     assert value.version == 7 and value.variant == uuid.RFC_4122
     assert value.int >> 80 == 0x0123_4567_89AB
     assert len({uuid7() for _ in range(1000)}) == 1000
+
+
+def test_uuid7_text_is_the_uuid_in_its_text_form():
+    texts = [uuid7_text(0x0123_4567_89AB) for _ in range(1000)]
+    assert len(set(texts)) == 1000
+    for text in texts:
+        value = uuid.UUID(text)
+        assert str(value) == text
+        assert value.version == 7 and value.variant == uuid.RFC_4122
+        assert value.int >> 80 == 0x0123_4567_89AB
+    assert uuid.UUID(uuid7_text()).version == 7
 
 
 def test_times_are_utc_milliseconds_with_four_digit_years():

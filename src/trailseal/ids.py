@@ -36,10 +36,20 @@ def _random80() -> int:
     return int.from_bytes(chunk, "big")
 
 
-def uuid7(unix_ms: int | None = None) -> uuid.UUID:
-    """A new UUIDv7 for ``unix_ms`` (now, if None)."""
+def _uuid7_int(unix_ms: int | None) -> int:
     ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
     rand = _random80()
     value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
-    value |= 0b10 << 62 | rand & (2**62 - 1)
-    return uuid.UUID(int=value)
+    return value | 0b10 << 62 | rand & (2**62 - 1)
+
+
+def uuid7(unix_ms: int | None = None) -> uuid.UUID:
+    """A new UUIDv7 for ``unix_ms`` (now, if None)."""
+    return uuid.UUID(int=_uuid7_int(unix_ms))
+
+
+def uuid7_text(unix_ms: int | None = None) -> str:
+    """A new UUIDv7 for ``unix_ms`` (now, if None) in its text form, as ``str(uuid7())``
+    gives it but without the ``UUID`` object (on ``record()``'s path, for every event)."""
+    h = f"{_uuid7_int(unix_ms):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -35,7 +35,7 @@ from trailseal.client.diff import DEFAULT_REDACT, compute_changes, redact
 from trailseal.client.sender import Sender, Stats
 from trailseal.client.spool import SpoolWriter, claim_slot, read_ack, segments
 from trailseal.client.spool import pending as spool_pending
-from trailseal.ids import uuid7
+from trailseal.ids import uuid7_text
 
 log = logging.getLogger("trailseal.client")
 
@@ -242,7 +242,7 @@ class AuditClient:
         """Record one event; returns its id (a UUIDv7) once it is spooled. Never raises
         (unless the client is strict); never waits on the network."""
         now_ms = time.time_ns() // 1_000_000
-        event_id = str(uuid7(now_ms))
+        event_id = uuid7_text(now_ms)
         try:
             event = build_event(event_id, now_ms, action, actor, target, before, after,
                                 changes, outcome, metadata, occurred_at,

@@ -53,7 +53,7 @@ from trailseal.client.core import (
     encode_event,
 )
 from trailseal.client.diff import DEFAULT_REDACT
-from trailseal.ids import uuid7
+from trailseal.ids import uuid7_text
 from trailseal.model import Actor
 
 ACTOR_SETTING = "trailseal.actor"
@@ -193,7 +193,7 @@ def record_in_transaction(
     transaction's ``trailseal.actor``. Raises ``InvalidEvent`` for a malformed event,
     before anything is written."""
     now_ms = time.time_ns() // 1_000_000
-    event_id = str(uuid7(now_ms))
+    event_id = uuid7_text(now_ms)
     request = context.current()
     wanted: dict[str, str | None] = {"actor": None, "correlation_id": None, "request_id": None}
     if request is not None:
