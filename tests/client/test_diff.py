@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from trailseal.client import diff
 from trailseal.client.diff import (
     DEFAULT_REDACT,
     REDACTED,
@@ -506,6 +507,20 @@ def test_custom_redaction_lists_replace_the_defaults() -> None:
         k: {"before": before[k], "after": after[k]} for k in sorted(before)
     }
     assert redact(before, {"pin"}) == {"password": "a", "pin": REDACTED, "Home-Address": "x"}
+
+
+def test_remembered_keys_answer_per_list_of_names_and_past_the_limit(monkeypatch) -> None:
+    # Which keys match is remembered per list of names: the same key is a secret under
+    # one list and not under another, and past the remembered limit keys are still
+    # looked up, not taken as plain.
+    assert redact({"pin": "1"}, {"pin"}) == {"pin": REDACTED}
+    assert redact({"pin": "1"}) == {"pin": "1"}
+    assert redact({"pin": "1"}, {"pin"}) == {"pin": REDACTED}
+    monkeypatch.setattr(diff, "_KNOWN", {})
+    monkeypatch.setattr(diff, "_KNOWN_KEYS", 2)
+    many = {f"field_{i}": i for i in range(5)} | {"api_key": "k", "user_password": "p"}
+    assert redact(many) == {**many, "api_key": REDACTED, "user_password": REDACTED}
+    assert len(diff._KNOWN[diff._redaction_set(DEFAULT_REDACT)]) == 2
 
 
 def test_one_string_is_not_a_list_of_names() -> None:

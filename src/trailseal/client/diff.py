@@ -318,26 +318,48 @@ _CHANGE_SIDES = frozenset({"before", "after"})
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _redact(value: Any, names: frozenset[str]) -> Any:
+_KNOWN: dict[frozenset[str], dict[Any, bool]] = {}
+_KNOWN_KEYS = 4096  # keys remembered per set of names; past it, the rest are looked up
+
+
+def _known(names: frozenset[str]) -> dict[Any, bool]:
+    """Whether each key met so far matches ``names``: a dict lookup per member, where
+    ``_matches`` (cached too) costs a tuple's hash and a function call."""
+    known = _KNOWN.get(names)
+    if known is None:
+        if len(_KNOWN) >= 64:
+            _KNOWN.clear()
+        known = _KNOWN[names] = {}
+    return known
+
+
+def _redact(value: Any, names: frozenset[str], known: dict[Any, bool] | None = None) -> Any:
     # Exact type checks first: this runs on the caller's thread for every event, and an
     # isinstance() against an ABC costs several times more.
     kind = type(value)
     if kind in _SCALARS:
         return value
+    if known is None:
+        known = _known(names)
     if kind is dict or isinstance(value, Mapping):
-        return {key: _redact_member(key, v, names) for key, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            hit = known.get(key)
+            if hit is None:
+                hit = type(key) is str and _matches(key, names)
+                if len(known) < _KNOWN_KEYS:
+                    known[key] = hit
+            if not hit:
+                out[key] = item if type(item) in _SCALARS else _redact(item, names, known)
+            elif isinstance(item, Mapping) and item and item.keys() <= _CHANGE_SIDES:
+                # A field of ``changes``: keep the {before, after} shape the schema requires.
+                out[key] = {"before": REDACTED, "after": REDACTED}
+            else:
+                out[key] = REDACTED
+        return out
     if kind is list or isinstance(value, list | tuple):
-        return [_redact(item, names) for item in value]
+        return [_redact(item, names, known) for item in value]
     return value
-
-
-def _redact_member(key: object, value: Any, names: frozenset[str]) -> Any:
-    if not (type(key) is str and _matches(key, names)):
-        return _redact(value, names)
-    if isinstance(value, Mapping) and value and value.keys() <= _CHANGE_SIDES:
-        # A field of ``changes``: keep the {before, after} shape the schema requires.
-        return {"before": REDACTED, "after": REDACTED}
-    return REDACTED
 
 
 def redact(value: Any, names: Iterable[str] = DEFAULT_REDACT) -> Any:
