@@ -574,6 +574,15 @@ _json = st.recursive(
 _records = st.dictionaries(_keys, _json, max_size=5)
 
 
+@given(_records)
+def test_redaction_of_json_without_secrets_is_an_equal_copy(record: dict[str, Any]) -> None:
+    snapshot = json.dumps(record)
+    copied = redact(record)
+    assert json.dumps(copied) == snapshot and copied is not record
+    assert redact([record, record]) == [record, record]
+    assert json.dumps(record) == snapshot
+
+
 def _apply(record: dict[str, Any], changes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     result = json.loads(json.dumps(record))
     for path, change in changes.items():
