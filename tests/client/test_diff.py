@@ -516,6 +516,14 @@ def test_remembered_keys_answer_per_list_of_names_and_past_the_limit(monkeypatch
     assert redact({"pin": "1"}, {"pin"}) == {"pin": REDACTED}
     assert redact({"pin": "1"}) == {"pin": "1"}
     assert redact({"pin": "1"}, {"pin"}) == {"pin": REDACTED}
+    # A key of another type equal to a secret's name (a str subclass, as a StrEnum's
+    # members are) is not what is remembered for that name.
+    class Name(str):
+        pass
+
+    monkeypatch.setattr(diff, "_KNOWN", {})
+    assert redact({Name("password"): "p"}) == {"password": "p"}
+    assert redact({"password": "p"}) == {"password": REDACTED}
     monkeypatch.setattr(diff, "_KNOWN", {})
     monkeypatch.setattr(diff, "_KNOWN_KEYS", 2)
     many = {f"field_{i}": i for i in range(5)} | {"api_key": "k", "user_password": "p"}

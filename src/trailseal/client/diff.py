@@ -344,11 +344,16 @@ def _redact(value: Any, names: frozenset[str], known: dict[Any, bool] | None = N
     if kind is dict or isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
-            hit = known.get(key)
-            if hit is None:
-                hit = type(key) is str and _matches(key, names)
-                if len(known) < _KNOWN_KEYS:
-                    known[key] = hit
+            # Only a str key can name a secret, and only str keys are remembered (a key of
+            # another type may equal one: a str subclass, as a StrEnum's members are).
+            hit = False
+            if type(key) is str:
+                found = known.get(key)
+                if found is None:
+                    found = _matches(key, names)
+                    if len(known) < _KNOWN_KEYS:
+                        known[key] = found
+                hit = found
             if not hit:
                 out[key] = item if type(item) in _SCALARS else _redact(item, names, known)
             elif isinstance(item, Mapping) and item and item.keys() <= _CHANGE_SIDES:
