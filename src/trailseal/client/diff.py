@@ -82,9 +82,36 @@ def _redaction_set(names: Iterable[str]) -> frozenset[str]:
     return _normalised(names if isinstance(names, frozenset) else frozenset(names))
 
 
-@lru_cache(maxsize=8192)
-def _matches(key: str, names: frozenset[str]) -> bool:
-    # Cached because the same few field names come back on every call.
+_KNOWN: dict[frozenset[str], dict[str, bool]] = {}
+_KNOWN_KEYS = 4096  # keys remembered per set of names; past it, the rest are looked up
+
+
+def _known(names: frozenset[str]) -> dict[str, bool]:
+    """Whether each key met so far matches ``names`` (the same few field names come back
+    on every event, so a key is split into words once)."""
+    known = _KNOWN.get(names)
+    if known is None:
+        if len(_KNOWN) >= 64:
+            _KNOWN.clear()
+        known = _KNOWN[names] = {}
+    return known
+
+
+def _matches(key: str, names: frozenset[str], known: dict[str, bool] | None = None) -> bool:
+    """Whether ``key`` names a secret of ``names`` (by its text alone, so an answer
+    remembered for a key holds for any key equal to it); ``known`` is :func:`_known` of
+    them, when the caller has it."""
+    if known is None:
+        known = _known(names)
+    found = known.get(key)
+    if found is None:
+        found = _words_match(key, names)
+        if len(known) < _KNOWN_KEYS:
+            known[key] = found
+    return found
+
+
+def _words_match(key: str, names: frozenset[str]) -> bool:
     tail = ""
     last_segment = key.rpartition(".")[2]
     for word in reversed(_NOT_ALNUM.split(_HUMP.sub(" ", last_segment))):
@@ -318,22 +345,7 @@ _CHANGE_SIDES = frozenset({"before", "after"})
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-_KNOWN: dict[frozenset[str], dict[Any, bool]] = {}
-_KNOWN_KEYS = 4096  # keys remembered per set of names; past it, the rest are looked up
-
-
-def _known(names: frozenset[str]) -> dict[Any, bool]:
-    """Whether each key met so far matches ``names``: a dict lookup per member, where
-    ``_matches`` (cached too) costs a tuple's hash and a function call."""
-    known = _KNOWN.get(names)
-    if known is None:
-        if len(_KNOWN) >= 64:
-            _KNOWN.clear()
-        known = _KNOWN[names] = {}
-    return known
-
-
-def _redact(value: Any, names: frozenset[str], known: dict[Any, bool] | None = None) -> Any:
+def _redact(value: Any, names: frozenset[str], known: dict[str, bool] | None = None) -> Any:
     # Exact type checks first: this runs on the caller's thread for every event, and an
     # isinstance() against an ABC costs several times more.
     kind = type(value)
@@ -344,16 +356,13 @@ def _redact(value: Any, names: frozenset[str], known: dict[Any, bool] | None = N
     if kind is dict or isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
-            # Only a str key can name a secret, and only str keys are remembered (a key of
-            # another type may equal one: a str subclass, as a StrEnum's members are).
+            # Here only a plain str key can name a secret (a str subclass, as a StrEnum's
+            # members are, is left as it was). The lookup is _matches's own, inline on this
+            # path of every event.
             hit = False
             if type(key) is str:
                 found = known.get(key)
-                if found is None:
-                    found = _matches(key, names)
-                    if len(known) < _KNOWN_KEYS:
-                        known[key] = found
-                hit = found
+                hit = _matches(key, names, known) if found is None else found
             if not hit:
                 out[key] = item if type(item) in _SCALARS else _redact(item, names, known)
             elif isinstance(item, Mapping) and item and item.keys() <= _CHANGE_SIDES:
