@@ -138,8 +138,10 @@ class Sender(threading.Thread):
         if self.writer is not None:
             with self.writer.lock:
                 active, written = self.writer.path, self.writer.size
-            self._ship_slot(self.writer.slot, active, written)
-            self.writer.sync()
+            try:
+                self._ship_slot(self.writer.slot, active, written)
+            finally:  # an outage too: what waits for delivery is on disk
+                self.writer.sync()
         self._ship_memory()
         if time.monotonic() - self._last_adopt > 5.0:
             self._last_adopt = time.monotonic()

@@ -13,7 +13,9 @@ as a fault mid-write) and written through a shared memory map: a record is in th
 operating system's page cache once it is copied in, so it survives a SIGKILL of the
 process, without a system call per record. A record's bytes go in before its header, and
 unwritten space reads as zeros, so a reader stops at the first zero length or bad
-checksum. msync/fsync run on the sender's thread, never the caller's.
+checksum. fsync runs on the sender's thread (``SpoolWriter.sync``), never the caller's:
+a segment that fills is cut to its records and unmapped on the caller's thread, and
+fsynced by the next sync.
 Each process writes its own slot, so its records are numbered 0, 1, 2 ... without gaps
 (``context.source_seq``); a slot whose process died is adopted by another's sender.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import mmap
 import os
 import socket
@@ -33,6 +36,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger("trailseal.client")
 
 HEADER = struct.Struct(">II")
 MAX_RECORD = 1 << 20
@@ -161,6 +166,8 @@ class SpoolWriter:
     def __init__(self, slot: Slot) -> None:
         self.slot = slot
         self.lock = threading.Lock()
+        self._unsynced: list[int] = []  # sealed segments' descriptors, for sync to fsync
+        self.fd = -1
         slot.folder.mkdir(parents=True, exist_ok=True)
         existing = segments(slot.folder)
         self.next_seq = slot.saved_next_seq()
@@ -186,7 +193,9 @@ class SpoolWriter:
         try:
             os.ftruncate(fd, start)
             os.posix_fallocate(fd, 0, SEGMENT_BYTES)
-            # MAP_POPULATE faults every page in now, not on the caller's first write to it.
+            # MAP_POPULATE reads every page in now. A shared mapping's page is mapped
+            # read-only, though, so its first write (and its first after each fsync)
+            # still faults for the file system to mark it dirty: about 3 us.
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             self.map = mmap.mmap(fd, SEGMENT_BYTES, flags, mmap.PROT_WRITE)
         except OSError:
@@ -214,22 +223,39 @@ class SpoolWriter:
         self._open(0)
 
     def _seal(self) -> None:
-        """Flush the segment and cut it to the bytes written: a sealed segment's size is
-        where its records end."""
-        self.map.flush()
+        """Cut the segment to the bytes written (a sealed segment's size is where its
+        records end) and unmap it; its fsync is left to the next ``sync``."""
         self.map.close()
         os.ftruncate(self.fd, self.size)
-        os.fsync(self.fd)
-        os.close(self.fd)
+        self._unsynced.append(self.fd)
+        self.fd = -1
 
     def sync(self) -> None:
-        """msync the active segment (for power loss; a process crash needs none)."""
-        with contextlib.suppress(OSError, ValueError), self.lock:
-            self.map.flush()
+        """fsync what has been written: the segments sealed since the last call, then the
+        active one (for power loss; a process crash needs none).
+
+        The writer's lock is held only to take the descriptors, never while the disk
+        works, and os.fsync lets go of the GIL, where mmap.flush (msync) holds it: the
+        caller's thread goes on writing meanwhile. On Linux an fsync of the file writes
+        back what was written through its shared mapping, as msync would."""
+        with self.lock:
+            fds, self._unsynced = self._unsynced, []
+            with contextlib.suppress(OSError):  # closed: nothing active
+                fds.append(os.dup(self.fd))
+        for fd in fds:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                log.error("trailseal: cannot fsync the spool (%s)", exc)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._seal()
+        """Seal the active segment and fsync everything written."""
+        with contextlib.suppress(OSError, ValueError), self.lock:
+            if self.fd >= 0:
+                self._seal()
+        self.sync()
 
 
 def pending(

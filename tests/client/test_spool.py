@@ -1,0 +1,130 @@
+"""The spool's writer: what runs on the caller's thread, and what is left to the sender's.
+
+A slow disk cannot be made here on demand, so ``os.fsync`` is wrapped: to record which
+thread calls it and on which file, and, in one test, to hold it until released."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from trailseal.client import AuditClient
+from trailseal.client.spool import (
+    HEADER,
+    SEGMENT_BYTES,
+    SpoolWriter,
+    claim_slot,
+    read_records,
+    segments,
+)
+
+PAYLOAD = b'{"action":"user.role.updated","pad":"' + b"x" * 4000 + b'"}'
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Every fsync as (thread name, inode), in order; the real fsync still runs."""
+    calls: list[tuple[str, int]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append((threading.current_thread().name, os.fstat(fd).st_ino))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def _writer(tmp_path: Path) -> SpoolWriter:
+    slot = claim_slot(tmp_path / "spool")
+    assert slot is not None
+    return SpoolWriter(slot)
+
+
+def test_a_full_segment_is_sealed_without_an_fsync_on_the_callers_thread(tmp_path, fsyncs):
+    writer = _writer(tmp_path)
+    per_segment = SEGMENT_BYTES // (HEADER.size + len(PAYLOAD))
+    for _ in range(per_segment + 1):  # the last one opens the second segment
+        writer.append(PAYLOAD)
+    first, second = segments(writer.slot.folder)
+    assert writer.path == second
+    assert fsyncs == []  # the caller's thread never waited for the disk
+    # The sealed segment is cut to its records already, and whole.
+    records, end = read_records(first)
+    assert len(records) == per_segment and first.stat().st_size == end
+
+    syncer = threading.Thread(target=writer.sync, name="syncer")
+    syncer.start()
+    syncer.join()
+    assert fsyncs == [("syncer", first.stat().st_ino), ("syncer", second.stat().st_ino)]
+    writer.sync()  # the sealed one is not fsynced twice
+    assert [ino for _, ino in fsyncs[2:]] == [second.stat().st_ino]
+    writer.close()
+
+
+def test_sync_never_holds_the_writer_while_the_disk_works(tmp_path, monkeypatch):
+    """While sync() waits on a slow fsync, the caller's thread goes on appending."""
+    writer = _writer(tmp_path)
+    writer.append(PAYLOAD)
+    in_fsync, release = threading.Event(), threading.Event()
+    real = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    syncer = threading.Thread(target=writer.sync)
+    syncer.start()
+    try:
+        assert in_fsync.wait(30)
+        appended = threading.Event()
+        appender = threading.Thread(target=lambda: (writer.append(PAYLOAD), appended.set()))
+        appender.start()
+        # Blocks for good if sync() holds the writer's lock across its fsync.
+        assert appended.wait(30), "append() waited for sync()'s fsync"
+        appender.join()
+    finally:
+        release.set()
+        syncer.join()
+    records, _ = read_records(writer.path, 0, writer.size)
+    assert len(records) == 2
+    writer.close()
+
+
+def test_close_fsyncs_everything_and_keeps_no_descriptor(tmp_path, fsyncs):
+    opened_before = len(os.listdir("/proc/self/fd"))
+    writer = _writer(tmp_path)
+    per_segment = SEGMENT_BYTES // (HEADER.size + len(PAYLOAD))
+    for _ in range(per_segment + 3):
+        writer.append(PAYLOAD)
+    writer.close()
+    writer.slot.release()
+    first, second = segments(writer.slot.folder)
+    assert sorted(ino for _, ino in fsyncs) == sorted(
+        [first.stat().st_ino, second.stat().st_ino])
+    assert second.stat().st_size == 3 * (HEADER.size + len(PAYLOAD))  # cut to its records
+    assert len(os.listdir("/proc/self/fd")) == opened_before
+    writer.sync()  # after close: nothing left, and no stray descriptor is touched
+    assert len(fsyncs) == 2
+
+
+def test_the_sender_fsyncs_the_spool_during_an_outage(tmp_path, fsyncs):
+    """Delivery failing must not leave what waits for it only in the page cache."""
+    client = AuditClient("http://127.0.0.1:9", "tsk_none", tmp_path / "spool", max_delay=0.05)
+    try:
+        client.record("user.role.updated", actor=("user", "7"), target=("user", "42"))
+        spooled = client.writer.path.stat().st_ino
+        # A retry is counted after the failed pass has ended, its fsync included.
+        deadline = time.monotonic() + 30
+        while client.stats.retries == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.stats.retries >= 1
+        assert ("trailseal-sender", spooled) in fsyncs
+    finally:
+        client.close(0.1)
