@@ -162,3 +162,16 @@ def test_ingest_python_times_each_step() -> None:
     assert set(found["cpu_us_per_event"]) == {"read the body", "prepare", "inbox parameters"}
     assert all(step["best"] > 0 for step in found["cpu_us_per_event"].values()), found
     assert found["total"]["best"] <= found["total"]["median"] and found["frozen"]
+
+
+def test_spool_sync_times_appends_and_rotations() -> None:
+    # 12,000 records of 408 bytes: the first segment (4 MB) fills once.
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "spool_sync.py"), "--records", "12000", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout)
+    (round_,) = found["rounds"]
+    assert len(round_["rotations_ms"]) == 1
+    assert 0 < round_["p50_us"] <= round_["p99_us"] <= round_["p999_us"] <= round_["max_us"]
+    assert set(found["spread"]) == {"p50_us", "p99_us", "p999_us", "max_us", "rotation_ms"}

@@ -5,6 +5,7 @@ thread calls it and on which file, and, in one test, to hold it until released."
 
 from __future__ import annotations
 
+import http.server
 import os
 import threading
 import time
@@ -128,3 +129,45 @@ def test_the_sender_fsyncs_the_spool_during_an_outage(tmp_path, fsyncs):
         assert ("trailseal-sender", spooled) in fsyncs
     finally:
         client.close(0.1)
+
+
+class _Busy(http.server.BaseHTTPRequestHandler):
+    """A service that answers every delivery 503, Retry-After: 30."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(503)
+        self.send_header("Retry-After", "30")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_sender_fsyncs_the_spool_while_it_backs_off(tmp_path, fsyncs):
+    """Told to come back in 30 s, the sender still fsyncs what is recorded meanwhile."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    client = AuditClient(url, "tsk_none", tmp_path / "spool", max_delay=0.05)
+    try:
+        client.record("user.role.updated", actor=("user", "7"), target=("user", "42"))
+        deadline = time.monotonic() + 30
+        while client.stats.retries == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.stats.retries == 1  # backing off for 30 s from now
+        client.record("user.role.deleted", actor=("user", "7"), target=("user", "42"))
+        spooled, mark = client.writer.path.stat().st_ino, len(fsyncs)
+
+        def synced_since() -> bool:
+            return ("trailseal-sender", spooled) in fsyncs[mark:]
+
+        deadline = time.monotonic() + 20
+        while not synced_since() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert synced_since(), "the second event waited for the next attempt's fsync"
+        assert client.stats.retries == 1  # it was the backoff's, not a new attempt's
+    finally:
+        client.close(0.1)
+        server.shutdown()

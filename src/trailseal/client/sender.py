@@ -128,10 +128,21 @@ class Sender(threading.Thread):
                     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**self._attempt)
                     delay = random.uniform(0, ceiling)  # noqa: S311 (jitter, not secrets)
                 log.warning("trailseal: delivery failed (%s); retrying in %.2fs", retry, delay)
-                self.stopping.wait(min(delay, BACKOFF_CAP * 2))
+                self._back_off(min(delay, BACKOFF_CAP * 2))
             except Exception:  # the sender must outlive any surprise
                 log.exception("trailseal: sender error")
                 self.stopping.wait(1.0)
+
+    def _back_off(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next attempt, fsyncing the spool every
+        ``max_delay`` meanwhile: what is recorded during an outage reaches the disk as
+        soon as when delivery works."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stopping.wait(min(self.max_delay, left)):
+                return
+            if self.writer is not None:
+                self.writer.sync()
 
     def ship_once(self) -> None:
         """Ship everything pending now: own spool, in-memory fallbacks, orphaned slots."""
