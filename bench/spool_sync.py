@@ -6,8 +6,9 @@ sender does after each pass), as `record()` writes while the sender ships. Each 
 iteration's wall time is counted, not only the append's, since a thread holding the GIL
 or the writer's lock stops this one wherever it stands: p50, p99, p99.9, max over the
 iterations that stayed in one segment, and apart, the time of each append that filled a
-segment and opened the next (4 MB each, so about one in 10,000). Each of `--repeat`
-rounds in a fresh folder.
+segment and opened the next (4 MB each, so about one in 10,000); and the mean of all
+iterations (the round's wall time over its records, every stall included). Each of
+`--repeat` rounds in a fresh folder.
 
 No baseline: an analysis of one part of `record()`'s tail (which `bench/record_latency.py`
 measures whole), run from each of two checkouts in turn to compare them
@@ -53,7 +54,7 @@ def measure(folder: Path, records: int, every_ms: float) -> dict[str, Any]:
     steady: list[int] = []
     rotations: list[int] = []
     clock = time.perf_counter_ns
-    last = clock()
+    last = started = clock()
     try:
         for _ in range(records):
             segment = writer.segment_number
@@ -70,7 +71,8 @@ def measure(folder: Path, records: int, every_ms: float) -> dict[str, Any]:
     def us(q: float) -> float:
         return round(common.percentile(steady, q) / 1000, 2)
 
-    return {"p50_us": us(0.50), "p99_us": us(0.99), "p999_us": us(0.999),
+    return {"mean_us": round((last - started) / records / 1000, 3),
+            "p50_us": us(0.50), "p99_us": us(0.99), "p999_us": us(0.999),
             "max_us": round(max(steady) / 1000, 1),
             "rotations_ms": [round(r / 1e6, 2) for r in rotations]}
 
@@ -86,7 +88,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="trailseal-spool-") as tmp:
             rounds.append(measure(Path(tmp, str(k)), args.records, args.every))
     medians = {key: common.spread([r[key] for r in rounds])
-               for key in ("p50_us", "p99_us", "p999_us", "max_us")}
+               for key in ("mean_us", "p50_us", "p99_us", "p999_us", "max_us")}
     every_rotation = [ms for r in rounds for ms in r["rotations_ms"]]
     if every_rotation:
         medians["rotation_ms"] = common.spread(every_rotation)

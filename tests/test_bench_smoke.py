@@ -174,4 +174,6 @@ def test_spool_sync_times_appends_and_rotations() -> None:
     (round_,) = found["rounds"]
     assert len(round_["rotations_ms"]) == 1
     assert 0 < round_["p50_us"] <= round_["p99_us"] <= round_["p999_us"] <= round_["max_us"]
-    assert set(found["spread"]) == {"p50_us", "p99_us", "p999_us", "max_us", "rotation_ms"}
+    assert round_["mean_us"] > 0
+    assert set(found["spread"]) == {"mean_us", "p50_us", "p99_us", "p999_us", "max_us",
+                                    "rotation_ms"}
