@@ -171,3 +171,23 @@ def test_the_sender_fsyncs_the_spool_while_it_backs_off(tmp_path, fsyncs):
     finally:
         client.close(0.1)
         server.shutdown()
+
+
+def test_a_failing_fsync_is_logged_once_and_leaks_no_descriptor(tmp_path, monkeypatch, caplog):
+    writer = _writer(tmp_path)
+    writer.append(PAYLOAD)
+    opened = len(os.listdir("/proc/self/fd"))
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    for _ in range(3):
+        writer.sync()
+    errors = [r for r in caplog.records if "cannot fsync the spool" in r.getMessage()]
+    assert len(errors) == 1
+    assert len(os.listdir("/proc/self/fd")) == opened
+    writer.append(PAYLOAD)  # the caller goes on: the records are in the page cache
+    assert len(read_records(writer.path, 0, writer.size)[0]) == 2
+    monkeypatch.undo()
+    writer.close()

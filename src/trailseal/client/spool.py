@@ -167,6 +167,7 @@ class SpoolWriter:
         self.slot = slot
         self.lock = threading.Lock()
         self._unsynced: list[int] = []  # sealed segments' descriptors, for sync to fsync
+        self._sync_error: str | None = None
         self.fd = -1
         slot.folder.mkdir(parents=True, exist_ok=True)
         existing = segments(slot.folder)
@@ -226,9 +227,9 @@ class SpoolWriter:
         """Cut the segment to the bytes written (a sealed segment's size is where its
         records end) and unmap it; its fsync is left to the next ``sync``."""
         self.map.close()
-        os.ftruncate(self.fd, self.size)
-        self._unsynced.append(self.fd)
-        self.fd = -1
+        fd, self.fd = self.fd, -1
+        self._unsynced.append(fd)  # closed by sync, whether the cut below fails or not
+        os.ftruncate(fd, self.size)
 
     def sync(self) -> None:
         """fsync what has been written: the segments sealed since the last call, then the
@@ -246,7 +247,11 @@ class SpoolWriter:
             try:
                 os.fsync(fd)
             except OSError as exc:
-                log.error("trailseal: cannot fsync the spool (%s)", exc)
+                if str(exc) != self._sync_error:  # once, not every sync while it lasts
+                    log.error("trailseal: cannot fsync the spool (%s)", exc)
+                self._sync_error = str(exc)
+            else:
+                self._sync_error = None
             finally:
                 os.close(fd)
 
