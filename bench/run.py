@@ -4,7 +4,8 @@
 events where the goals say so); `--smoke` tiny sizes, one round (what the test suite runs
 so the benchmarks cannot rot). Every figure is a ratio against a baseline measured in the
 same run on the same PostgreSQL, with subject and baseline interleaved --repeat times, as
-min/median/max. Writes `<out>/<YYYY-MM-DD>.json` and the plots `<img>/bench-<name>.png`.
+min/median/max. Writes `<out>/<YYYY-MM-DD>.json` after each benchmark (with `finished`
+once all are done) and at the end the plots `<img>/bench-<name>.png`.
 Reproduce: `.venv/bin/python bench/run.py [--full] [--only verify,export]`.
 """
 
@@ -80,6 +81,7 @@ def run(mode: str, only: str | None, repeat: int, out: Path, img: Path) -> dict[
                     found = {"name": module.NAME, "error": f"{type(exc).__name__}: {exc}"}
                 found["seconds"] = round(time.perf_counter() - started, 1)
                 results["benchmarks"].append(found)
+                _write(results, out)  # a long run cut short keeps what it measured
                 print(f"{module.NAME}: {_summary(found)}", file=sys.stderr, flush=True)
             results["loader_events_per_second"] = env.load_rates
         finally:
@@ -90,11 +92,18 @@ def run(mode: str, only: str | None, repeat: int, out: Path, img: Path) -> dict[
         results["plots"] = [_shown(p) for p in plots.render(results, img)]
     else:
         results["plots_skipped"] = reason
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    results["written"] = str(_write(results, out))
+    return results
+
+
+def _write(results: dict[str, Any], out: Path) -> Path:
+    """Write ``results`` to ``out/<date>.json``; until the run is over it has no
+    ``finished``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{results['date']}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
-    results["written"] = str(path)
-    return results
+    return path
 
 
 def _shown(path: str) -> str:
