@@ -81,9 +81,9 @@ def run(mode: str, only: str | None, repeat: int, out: Path, img: Path) -> dict[
                     found = {"name": module.NAME, "error": f"{type(exc).__name__}: {exc}"}
                 found["seconds"] = round(time.perf_counter() - started, 1)
                 results["benchmarks"].append(found)
+                results["loader_events_per_second"] = env.load_rates
                 _write(results, out)  # a long run cut short keeps what it measured
                 print(f"{module.NAME}: {_summary(found)}", file=sys.stderr, flush=True)
-            results["loader_events_per_second"] = env.load_rates
         finally:
             env.close()
     results["load_average_after"] = common.machine()["load_average"]
