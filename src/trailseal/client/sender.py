@@ -113,25 +113,28 @@ class Sender(threading.Thread):
     # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.ship_once()
-                self._attempt = 0
-                self.wake.wait(self.max_delay)
-                self.wake.clear()
-            except _Retry as retry:
-                self.stats.retries += 1
-                self.stats.last_error = str(retry)
-                self._attempt += 1
-                delay = retry.after
-                if delay is None:
-                    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**self._attempt)
-                    delay = random.uniform(0, ceiling)  # noqa: S311 (jitter, not secrets)
-                log.warning("trailseal: delivery failed (%s); retrying in %.2fs", retry, delay)
-                self._back_off(min(delay, BACKOFF_CAP * 2))
-            except Exception:  # the sender must outlive any surprise
-                log.exception("trailseal: sender error")
-                self.stopping.wait(1.0)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.ship_once()
+                    self._attempt = 0
+                    self.wake.wait(self.max_delay)
+                    self.wake.clear()
+                except _Retry as retry:
+                    self.stats.retries += 1
+                    self.stats.last_error = str(retry)
+                    self._attempt += 1
+                    delay = retry.after
+                    if delay is None:
+                        ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**self._attempt)
+                        delay = random.uniform(0, ceiling)  # noqa: S311 (jitter, not secrets)
+                    log.warning("trailseal: delivery failed (%s); retrying in %.2fs", retry, delay)
+                    self._back_off(min(delay, BACKOFF_CAP * 2))
+                except Exception:  # the sender must outlive any surprise
+                    log.exception("trailseal: sender error")
+                    self.stopping.wait(1.0)
+        finally:  # here, not in stop(): a pass still under way must not lose its client
+            self.http.close()
 
     def _back_off(self, seconds: float) -> None:
         """Wait ``seconds`` before the next attempt, fsyncing the spool every
@@ -283,4 +286,5 @@ class Sender(threading.Thread):
         self.stopping.set()
         self.wake.set()
         self.join(timeout)
-        self.http.close()
+        if not self.is_alive():  # else it closes its client itself once its pass ends
+            self.http.close()
