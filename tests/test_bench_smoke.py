@@ -27,6 +27,15 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _script(name: str, *args: str) -> dict:
+    """Run ``bench/<name>`` with ``args``; its JSON report (it must exit 0)."""
+    done = subprocess.run([sys.executable, str(BENCH / name), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report: dict = json.loads(done.stdout)
+    return report
+
+
 def test_every_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--smoke", "--out", str(tmp_path),
@@ -67,11 +76,7 @@ def test_every_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
 
 
 def test_ab_runs_a_checkout_against_itself(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "ab.py"), "--before", str(BENCH.parent), "--events", "200",
-         "--asks", "2"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads(done.stdout)
+    report = _script("ab.py", "--before", str(BENCH.parent), "--events", "200", "--asks", "2")
     kinds = [k for k, v in report.items() if isinstance(v, dict) and "before_p50_ms" in v]
     assert len(kinds) == 6  # the four questions and two proofs
     for kind in kinds:
@@ -81,12 +86,8 @@ def test_ab_runs_a_checkout_against_itself(tmp_path: Path) -> None:
 def test_verify_rate_times_a_checkout_beside_this_one(tmp_path: Path) -> None:
     reports = []
     for _ in range(2):  # the second run uses the log the first kept in --data-dir
-        done = subprocess.run(
-            [sys.executable, str(BENCH / "verify_rate.py"), "--before", str(BENCH.parent),
-             "--events", "300", "--repeat", "1", "--data-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-4000:]
-        reports.append(json.loads(done.stdout))
+        reports.append(_script("verify_rate.py", "--before", str(BENCH.parent), "--events",
+                               "300", "--repeat", "1", "--data-dir", str(tmp_path)))
     assert [(r["events"], r["loaded"]) for r in reports] == [(300, True), (300, False)]
     for way in ("workers", "in_process"):
         assert reports[0][f"before_{way}_events_per_second"]["median"] > 0
@@ -96,34 +97,23 @@ def test_verify_rate_times_a_checkout_beside_this_one(tmp_path: Path) -> None:
 def test_a_benchmark_script_keeps_its_log_in_a_data_dir(tmp_path: Path) -> None:
     loaded = []
     for _ in range(2):  # the second run asks the log the first kept in --data-dir
-        done = subprocess.run(
-            [sys.executable, str(BENCH / "four_questions.py"), "--events", "200",
-             "--repeat", "1", "--data-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-4000:]
-        report = json.loads(done.stdout)
+        report = _script("four_questions.py", "--events", "200", "--repeat", "1",
+                         "--data-dir", str(tmp_path))
         assert report["size"] == 200 and report["verdict"] in ("met", "NOT met")
         loaded.append(report["loaded"])
     assert loaded == [["log200"], []]
 
 
 def test_write_split_times_each_write() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "write_split.py"), "--events", "200", "--repeat", "1"],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout)["microseconds_per_event"]
+    found = _script("write_split.py", "--events", "200", "--repeat", "1")[
+        "microseconds_per_event"]
     assert set(found) == {"event_ids insert", "inbox insert", "inbox delete by position",
                           "events insert", "COPY into events"}
     assert all(value > 0 for value in found.values()), found
 
 
 def test_cpu_split_counts_each_process() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "cpu_split.py"), "--events", "200", "--repeat", "1"],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout)["medians"]
+    found = _script("cpu_split.py", "--events", "200", "--repeat", "1")["medians"]
     assert set(found) == {"serve", "serve, archiver off", "API alone", "sequencer alone",
                           "COPY"}
     for way in ("serve", "serve, archiver off", "API alone"):
@@ -139,11 +129,7 @@ def test_cpu_split_counts_each_process() -> None:
 
 
 def test_seal_cost_counts_sealing_and_open_sweeps() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "seal_cost.py"), "--events", "200", "--repeat", "1"],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout)
+    found = _script("seal_cost.py", "--events", "200", "--repeat", "1")
     assert found["all"][0]["segments_sealed"] == 4  # 200 events: four full segments of 50
     for part in ("sealing_us_per_event", "open_segment_ms_per_sweep"):
         assert set(found["medians"][part]) == {"archiver", "postgres"}
@@ -154,12 +140,7 @@ def test_seal_cost_counts_sealing_and_open_sweeps() -> None:
 
 
 def test_ingest_python_times_each_step() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "ingest_python.py"), "--events", "200", "--repeat", "2",
-         "--frozen"],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout)
+    found = _script("ingest_python.py", "--events", "200", "--repeat", "2", "--frozen")
     assert set(found["cpu_us_per_event"]) == {"read the body", "prepare", "inbox parameters"}
     assert all(step["best"] > 0 for step in found["cpu_us_per_event"].values()), found
     assert found["total"]["best"] <= found["total"]["median"] and found["frozen"]
@@ -167,11 +148,7 @@ def test_ingest_python_times_each_step() -> None:
 
 def test_spool_sync_times_appends_and_rotations() -> None:
     # 12,000 records of 408 bytes: the first segment (4 MB) fills once.
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "spool_sync.py"), "--records", "12000", "--repeat", "1"],
-        capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    found = json.loads(done.stdout)
+    found = _script("spool_sync.py", "--records", "12000", "--repeat", "1")
     (round_,) = found["rounds"]
     assert len(round_["rotations_ms"]) == 1
     assert 0 < round_["p50_us"] <= round_["p99_us"] <= round_["p999_us"] <= round_["max_us"]
