@@ -9,6 +9,7 @@ import http.server
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,13 @@ def fsyncs(monkeypatch):
 
     monkeypatch.setattr(os, "fsync", fsync)
     return calls
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
+    """Poll ``condition`` until it holds or ``seconds`` pass (the caller asserts it)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _writer(tmp_path: Path) -> SpoolWriter:
@@ -122,9 +130,7 @@ def test_the_sender_fsyncs_the_spool_during_an_outage(tmp_path, fsyncs):
         client.record("user.role.updated", actor=("user", "7"), target=("user", "42"))
         spooled = client.writer.path.stat().st_ino
         # A retry is counted after the failed pass has ended, its fsync included.
-        deadline = time.monotonic() + 30
-        while client.stats.retries == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(lambda: client.stats.retries > 0)
         assert client.stats.retries >= 1
         assert ("trailseal-sender", spooled) in fsyncs
     finally:
@@ -153,9 +159,7 @@ def test_the_sender_fsyncs_the_spool_while_it_backs_off(tmp_path, fsyncs):
     client = AuditClient(url, "tsk_none", tmp_path / "spool", max_delay=0.05)
     try:
         client.record("user.role.updated", actor=("user", "7"), target=("user", "42"))
-        deadline = time.monotonic() + 30
-        while client.stats.retries == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(lambda: client.stats.retries > 0)
         assert client.stats.retries == 1  # backing off for 30 s from now
         client.record("user.role.deleted", actor=("user", "7"), target=("user", "42"))
         spooled, mark = client.writer.path.stat().st_ino, len(fsyncs)
@@ -163,9 +167,7 @@ def test_the_sender_fsyncs_the_spool_while_it_backs_off(tmp_path, fsyncs):
         def synced_since() -> bool:
             return ("trailseal-sender", spooled) in fsyncs[mark:]
 
-        deadline = time.monotonic() + 20
-        while not synced_since() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(synced_since, seconds=20)
         assert synced_since(), "the second event waited for the next attempt's fsync"
         assert client.stats.retries == 1  # it was the backoff's, not a new attempt's
     finally:
