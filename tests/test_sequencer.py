@@ -231,6 +231,48 @@ def test_a_batch_is_read_and_moved_without_reading_the_backlog(database_url, sta
     assert moved < backlog_pages / 2, (moved, backlog_pages)
 
 
+def test_pending_tenants_reads_no_idle_tenants_inbox(own_database):
+    """The sweep's question, which tenants have events waiting, is asked tenant by
+    tenant, and PL/pgSQL plans the probe once for the session after five tenants, from
+    the inbox's statistics. Taken when one tenant's backlog filled the inbox, they say
+    every row matches any tenant; the probe must still go by the primary key, not scan
+    the inbox's heap for each idle tenant (a queue keeps its heap at its largest size:
+    seconds a sweep, with a hundred tenants after a burst)."""
+
+    async def fill(tenant: str, count: int) -> None:
+        async with await AsyncConnection.connect(own_database, autocommit=True) as conn:
+            for start in range(0, count, 1000):
+                at = ingest.now()
+                events = [an_event() for _ in range(min(1000, count - start))]
+                await ingest.write_inbox(conn, tenant, ingest.prepare(events, tenant, at), at)
+
+    with psycopg.connect(own_database, autocommit=True) as conn:  # statistics as set here
+        conn.execute("ALTER TABLE trailseal.inbox SET (autovacuum_enabled = off)")
+    busy = make_tenant(own_database, "busy").name  # sorts before every idle one
+    idle = sorted(make_tenant(own_database, "idle").name for _ in range(12))
+    run(fill(busy, 2000))
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        conn.execute("ANALYZE trailseal.inbox")
+        pages = conn.execute("SELECT pg_relation_size('trailseal.inbox') / 8192").fetchone()
+
+    async def sweep() -> tuple[list[str], int, int]:
+        read = ("SELECT seq_scan, pg_stat_get_xact_blocks_fetched(relid)"
+                " FROM pg_stat_xact_user_tables WHERE relid = 'trailseal.inbox'::regclass")
+        async with await AsyncConnection.connect(own_database) as conn:  # one transaction
+            await conn.execute(f"SET LOCAL ROLE {Role.SEQUENCER.value}")
+            cur = await conn.execute("SELECT * FROM trailseal.pending_tenants()")
+            pending = [row[0] for row in await cur.fetchall()]
+            counts = await (await conn.execute(read)).fetchone()
+        assert counts is not None
+        return pending, counts[0], counts[1]
+
+    pending, seq_scans, heap_pages_read = run(sweep())
+    assert pending == [busy] and len(idle) == 12
+    assert pages is not None and pages[0] > 100
+    assert seq_scans == 0
+    assert heap_pages_read < pages[0] / 4, (heap_pages_read, pages[0])
+
+
 def _log_size_within(database_url: str, tenant: str, count: int, seconds: float) -> int:
     """The size of ``tenant``'s log once it reaches ``count``, or after ``seconds``,
     waited for without ever handing the calling thread's event loop a turn."""
