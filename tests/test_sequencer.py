@@ -176,6 +176,15 @@ def test_a_tenant_held_by_another_sequencer_is_passed_by(database_url, settings)
     assert [(r[0], r[1]) for r in _log(database_url, t.name)] == [(0, event["id"])]
 
 
+async def _fill(database_url: str, tenant: str, count: int) -> None:
+    """``count`` events into ``tenant``'s inbox, a thousand a batch, left unsequenced."""
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for start in range(0, count, 1000):
+            at = ingest.now()
+            events = [an_event() for _ in range(min(1000, count - start))]
+            await ingest.write_inbox(conn, tenant, ingest.prepare(events, tenant, at), at)
+
+
 @pytest.mark.parametrize("statistics", ["never taken", "taken of other tenants"])
 def test_a_batch_is_read_and_moved_without_reading_the_backlog(database_url, statistics):
     """The inbox is a queue, so its statistics are always out of date. Here they were
@@ -187,22 +196,15 @@ def test_a_batch_is_read_and_moved_without_reading_the_backlog(database_url, sta
     with fresh_database(database_url, "trailseal_backlog") as url:
         migrate.migrate(url)
 
-        async def fill(tenant: str, count: int) -> None:
-            async with await AsyncConnection.connect(url, autocommit=True) as conn:
-                for start in range(0, count, 1000):
-                    at = ingest.now()
-                    events = [an_event() for _ in range(min(1000, count - start))]
-                    await ingest.write_inbox(conn, tenant, ingest.prepare(events, tenant, at), at)
-
         with psycopg.connect(url, autocommit=True) as conn:  # statistics stay as set here
             conn.execute("ALTER TABLE trailseal.inbox SET (autovacuum_enabled = off)")
         if statistics == "taken of other tenants":
             for _ in range(3):
-                run(fill(make_tenant(url, "other").name, 500))
+                run(_fill(url, make_tenant(url, "other").name, 500))
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("ANALYZE trailseal.inbox")
         tenant = make_tenant(url, "backlog").name
-        run(fill(tenant, 8000))
+        run(_fill(url, tenant, 8000))
 
         async def heap_pages_read() -> tuple[int, int, int]:
             """Pages of the inbox's table: those reading the head and moving it read,
@@ -239,18 +241,11 @@ def test_pending_tenants_reads_no_idle_tenants_inbox(own_database):
     the inbox's heap for each idle tenant (a queue keeps its heap at its largest size:
     seconds a sweep, with a hundred tenants after a burst)."""
 
-    async def fill(tenant: str, count: int) -> None:
-        async with await AsyncConnection.connect(own_database, autocommit=True) as conn:
-            for start in range(0, count, 1000):
-                at = ingest.now()
-                events = [an_event() for _ in range(min(1000, count - start))]
-                await ingest.write_inbox(conn, tenant, ingest.prepare(events, tenant, at), at)
-
     with psycopg.connect(own_database, autocommit=True) as conn:  # statistics as set here
         conn.execute("ALTER TABLE trailseal.inbox SET (autovacuum_enabled = off)")
     busy = make_tenant(own_database, "busy").name  # sorts before every idle one
     idle = sorted(make_tenant(own_database, "idle").name for _ in range(12))
-    run(fill(busy, 2000))
+    run(_fill(own_database, busy, 2000))
     with psycopg.connect(own_database, autocommit=True) as conn:
         conn.execute("ANALYZE trailseal.inbox")
         pages = conn.execute("SELECT pg_relation_size('trailseal.inbox') / 8192").fetchone()
