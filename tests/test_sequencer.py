@@ -240,11 +240,11 @@ def test_pending_tenants_reads_no_idle_tenants_inbox(own_database):
     every row matches any tenant; the probe must still go by the primary key, not scan
     the inbox's heap for each idle tenant (a queue keeps its heap at its largest size:
     seconds a sweep, with a hundred tenants after a burst)."""
-
     with psycopg.connect(own_database, autocommit=True) as conn:  # statistics as set here
         conn.execute("ALTER TABLE trailseal.inbox SET (autovacuum_enabled = off)")
     busy = make_tenant(own_database, "busy").name  # sorts before every idle one
-    idle = sorted(make_tenant(own_database, "idle").name for _ in range(12))
+    for _ in range(12):  # past the five probes after which the plan is the generic one
+        make_tenant(own_database, "idle")
     run(_fill(own_database, busy, 2000))
     with psycopg.connect(own_database, autocommit=True) as conn:
         conn.execute("ANALYZE trailseal.inbox")
@@ -262,7 +262,7 @@ def test_pending_tenants_reads_no_idle_tenants_inbox(own_database):
         return pending, counts[0], counts[1]
 
     pending, seq_scans, heap_pages_read = run(sweep())
-    assert pending == [busy] and len(idle) == 12
+    assert pending == [busy]
     assert pages is not None and pages[0] > 100
     assert seq_scans == 0
     assert heap_pages_read < pages[0] / 4, (heap_pages_read, pages[0])
