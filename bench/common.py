@@ -337,15 +337,36 @@ def script(doc: str, run: Callable[[Env, int], dict[str, Any]], *,
     parser.add_argument("--events", type=int, default=events)
     parser.add_argument("--repeat", type=int, default=repeat)
     data_dir_argument(parser)
+    parser.add_argument("--postgres-defaults", action="store_true",
+                        help="run PostgreSQL with its own defaults for the settings the "
+                        "embedded server changes (trailseal.store.embedded.SETTINGS)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = start(args.data_dir or Path(tmp), args.repeat)
+        if args.postgres_defaults:
+            postgres_defaults(env.url)
         try:
             out = run(env, args.events)
         finally:
             env.close()
     out["loaded"] = sorted(env.load_rates)  # the logs loaded by this run (else kept)
     print(json.dumps(out, indent=2))
+
+
+def postgres_defaults(url: str) -> None:
+    """Put the settings the embedded server changes back to PostgreSQL's defaults (until
+    its next start): the other side of an A/B of those settings."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in embedded.SETTINGS:
+            conn.execute(f"ALTER SYSTEM RESET {name}")
+        conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the reload reaches new sessions a moment later
+            with psycopg.connect(url) as fresh:
+                if fresh.execute("SHOW max_wal_size").fetchone() == ("1GB",):
+                    return
+            time.sleep(0.05)
+    raise SystemExit("PostgreSQL did not take its default max_wal_size back")
 
 
 def data_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,10 @@ loader without HTTP (ingest.prepare + write_inbox + the real sequencer, in batch
 5,000, in one process, the three overlapping): end-to-end ingest minus HTTP. Baseline,
 same run, same database: COPY (binary) of the very rows the first round produced into a
 fresh table made `LIKE trailseal.events INCLUDING ALL` (the same indexes, no triggers, no
-hashing, no partitions). Interleaved --repeat times. Reproduce:
+hashing, no partitions). Interleaved --repeat times. Also the WAL PostgreSQL wrote in
+each, per event (everything written meanwhile: the archiver's and autovacuum's too), and
+the checkpoints that WAL forced (`pg_stat_checkpointer.num_requested`).
+Reproduce:
 `.venv/bin/python bench/ingest_rate.py --events 50000`.
 """
 
@@ -36,6 +39,7 @@ SIZES = {"smoke": 200, "quick": 50_000, "full": 1_000_000}
 GOAL_RATIO = 0.6
 CLIENTS, BATCH = 4, 500
 BLOCK = 1 << 20
+WAYS = ("http", "loader", "copy")
 
 
 def bodies(count: int) -> list[bytes]:
@@ -106,20 +110,51 @@ def _copy_seconds(url: str, path: Path, round_: int) -> float:
     return seconds
 
 
+def _wal(url: str) -> tuple[int, int]:
+    """The WAL position (bytes written since the cluster began) and the checkpoints
+    requested so far (those forced by max_wal_size, not by checkpoint_timeout)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT (pg_current_wal_lsn() - '0/0')::bigint, num_requested"
+                           " FROM pg_stat_checkpointer").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+class _Arm:
+    """The WAL bytes per event and the checkpoints requested while one arm ran."""
+
+    def __init__(self, url: str, rates: dict[str, list[float]], name: str, count: int) -> None:
+        self.url, self.rates, self.name, self.count = url, rates, name, count
+
+    def __enter__(self) -> None:
+        self.before = _wal(self.url)
+
+    def __exit__(self, *_: object) -> None:
+        after = _wal(self.url)
+        self.rates[f"wal_{self.name}"].append((after[0] - self.before[0]) / self.count)
+        self.rates[f"checkpoints_{self.name}"].append(after[1] - self.before[1])
+
+
 def measure(env: common.Env, count: int) -> dict[str, list[float]]:
-    """Events/s of HTTP ingest, of the loader, and of the COPY baseline, per round."""
+    """Events/s of HTTP ingest, of the loader, and of the COPY baseline, per round, and
+    the WAL bytes per event and checkpoints requested of each (``wal_http``,
+    ``checkpoints_http`` ...)."""
     requests = bodies(count)
     rows = env.tmp / "ingest.copy"
-    rates: dict[str, list[float]] = {"http": [], "loader": [], "copy": []}
+    rates: dict[str, list[float]] = {
+        f"{kind}{way}": [] for kind in ("", "wal_", "checkpoints_") for way in WAYS}
     sizes = common.LogSizes(env.url)
     try:
         for k in range(env.repeat):
             tenant = f"ingest{k}"
-            rates["http"].append(count / _http_seconds(env, sizes, tenant, requests, count))
+            with _Arm(env.url, rates, "http", count):
+                rates["http"].append(count / _http_seconds(env, sizes, tenant, requests, count))
             if k == 0:
                 _dump(env.url, tenant, rows)
-            rates["loader"].append(common.load(env.url, env.settings, f"direct{k}", count))
-            rates["copy"].append(count / _copy_seconds(env.url, rows, k))
+            with _Arm(env.url, rates, "loader", count):
+                rates["loader"].append(common.load(env.url, env.settings, f"direct{k}", count))
+            with _Arm(env.url, rates, "copy", count):
+                rates["copy"].append(count / _copy_seconds(env.url, rows, k))
     finally:
         sizes.close()
     return rates
@@ -145,6 +180,8 @@ def run(env: common.Env, size: int) -> dict[str, Any]:
                    "loader without HTTP (prepare + inbox + sequencer)":
                        common.spread(rates["loader"])},
         ratio=ratio, ratio_means="HTTP ingest / COPY, medians", met=ratio >= GOAL_RATIO,
+        wal_bytes_per_event={way: common.spread(rates[f"wal_{way}"]) for way in WAYS},
+        checkpoints_requested={way: common.spread(rates[f"checkpoints_{way}"]) for way in WAYS},
     )
 
 
