@@ -14,8 +14,8 @@ DATABASE = "trailseal"
 SETTINGS = {"max_wal_size": "8GB", "checkpoint_timeout": "15min"}
 """What the embedded server runs with beyond PostgreSQL's defaults. Those defaults (1GB,
 5min) suit a small, quiet database. Under trailseal's writes (every event goes to the
-inbox, then to the log with its indexes) 1GB of WAL filled in three seconds, so a
-checkpoint followed every three seconds, and after each one the first change to every
+inbox, then to the log with its indexes) half of 1GB, where PostgreSQL starts the next
+checkpoint, filled in three seconds, and after each checkpoint the first change to every
 page wrote the whole page to the WAL again. With room for 8GB the checkpoints come a
 minute or more apart. On a small database this takes a third off the WAL and nothing
 measurable off the time; on the benchmarks' 10M-event log, whose indexes are large, the
