@@ -14,23 +14,8 @@
 -- off for the function, every plan but the primary key's ordered scan needs a sort, so
 -- that scan is chosen whatever the statistics say, as the sequencer's own read of the
 -- inbox's head already is. The body, what it returns, to whom, and as whom it runs are
--- unchanged (CREATE OR REPLACE keeps the owner and the grants).
+-- unchanged.
 
 SET LOCAL ROLE trailseal_owner;
 
-CREATE OR REPLACE FUNCTION trailseal.pending_tenants() RETURNS SETOF text
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-    SET enable_sort = off
-    AS $$
-DECLARE t text;
-BEGIN
-    FOR t IN SELECT name FROM trailseal.tenants ORDER BY name LOOP
-        PERFORM set_config('trailseal.tenant', t, true);
-        PERFORM 1 FROM trailseal.inbox i WHERE i.tenant = t ORDER BY i.tenant, i.pos LIMIT 1;
-        IF FOUND THEN
-            RETURN NEXT t;
-        END IF;
-    END LOOP;
-    PERFORM set_config('trailseal.tenant', '', true);
-END $$;
+ALTER FUNCTION trailseal.pending_tenants() SET enable_sort = off;
